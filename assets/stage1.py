@@ -1,0 +1,51 @@
+"""Stage 1: normalization, quality rules, exact and near dedup, toxicity."""
+
+import time
+
+import polars as pl
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from assets.common import record_stage
+from filters.stage1 import Stage1Config, run_stage1
+from pipelines.resources import ToxicityModel
+from pipelines.warehouse import Warehouse
+
+
+class Stage1Settings(Config):
+    near_duplicate_threshold: float = Field(
+        default=Stage1Config.near_duplicate_threshold,
+        description="Minimum estimated Jaccard similarity of shingle sets for two samples to be near duplicates.",
+    )
+    max_toxicity: float = Field(
+        default=Stage1Config.max_toxicity,
+        description="Samples whose response toxicity probability is at or above this value are rejected.",
+    )
+    seed: int = Field(default=Stage1Config.seed, description="Seed of the MinHash permutations.")
+
+
+@asset(group_name="curation", deps=["raw_samples"], kinds={"duckdb", "polars"})
+def basic_filtered(
+    context: AssetExecutionContext, config: Stage1Settings, warehouse: Warehouse, toxicity_model: ToxicityModel
+) -> MaterializeResult:
+    """Samples that passed stage 1: normalized, within quality bounds, deduplicated and not toxic."""
+    samples = warehouse.read_table("raw_samples")
+    stage_config = Stage1Config(
+        near_duplicate_threshold=config.near_duplicate_threshold, max_toxicity=config.max_toxicity, seed=config.seed
+    )
+    started = time.perf_counter()
+    context.log.info(f"stage 1 on {samples.height} samples")
+    result = run_stage1(samples, stage_config, toxicity_model.load())
+    result.check_conservation(samples["sample_id"])
+    metadata = record_stage(
+        warehouse, result, stage="stage1", output_table="basic_filtered", run_id=context.run_id,
+        seconds=time.perf_counter() - started,
+    )
+    clusters = result.tables.get("clusters")
+    if clusters is not None and clusters.height:
+        metadata["clusters"] = clusters["cluster_id"].n_unique()
+        metadata["clustered_samples"] = clusters.height
+        metadata["survivors"] = clusters.filter(pl.col("is_survivor")).height
+        per_kind = clusters.group_by("kind").agg(pl.col("cluster_id").n_unique().alias("clusters"))
+        metadata["clusters_by_kind"] = MetadataValue.json(dict(per_kind.iter_rows()))
+    return MaterializeResult(metadata=metadata)

@@ -1,0 +1,49 @@
+"""Stage 2: logical consistency with an NLI cross-encoder."""
+
+import time
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from assets.common import record_stage
+from filters.stage2 import Stage2Config, run_stage2
+from pipelines.resources import NliModel, SentenceEmbedder
+from pipelines.warehouse import Warehouse
+
+
+class Stage2Settings(Config):
+    max_contradiction_prob: float = Field(
+        default=Stage2Config.max_contradiction_prob,
+        description="Samples with any checked sentence pair at or above this contradiction probability are rejected.",
+    )
+
+
+@asset(group_name="curation", deps=["basic_filtered"], kinds={"duckdb", "pytorch"})
+def consistent_samples(
+    context: AssetExecutionContext,
+    config: Stage2Settings,
+    warehouse: Warehouse,
+    nli_model: NliModel,
+    sentence_embedder: SentenceEmbedder,
+) -> MaterializeResult:
+    """Samples from stage 1 whose reasoning does not contradict itself, its final answer or the prompt's premises."""
+    samples = warehouse.read_table("basic_filtered")
+    started = time.perf_counter()
+    context.log.info(f"stage 2 on {samples.height} samples with NLI model {nli_model.model}")
+    result = run_stage2(
+        samples,
+        Stage2Config(max_contradiction_prob=config.max_contradiction_prob),
+        nli_model.load(),
+        sentence_embedder.load(),
+    )
+    result.check_conservation(samples["sample_id"])
+    metadata = record_stage(
+        warehouse, result, stage="stage2", output_table="consistent_samples", run_id=context.run_id,
+        seconds=time.perf_counter() - started,
+    )
+    if result.kept.height:
+        status = {k: int(v) for k, v in result.kept.group_by("nli_status").len().iter_rows()}
+        metadata["nli_status"] = MetadataValue.json(status)
+        metadata["pairs_scored"] = int(result.kept["nli_pairs_scored"].sum() or 0)
+    metadata["nli_model"] = nli_model.model
+    return MaterializeResult(metadata=metadata)

@@ -1,0 +1,155 @@
+"""The DuckDB warehouse: one file holding every table the pipeline writes.
+
+DuckDB lets one process open a database file for writing at a time, and a second writer fails with
+"Could not set lock on file". Two guards keep concurrent runs from colliding:
+
+1. The run queue in ``dagster.yaml`` runs at most one run tagged ``curation/warehouse`` at a time.
+2. Every connection here is short-lived and taken under an exclusive ``flock`` on ``<file>.lock``,
+   so runs that bypass the queue (``execute_in_process``, tests, the demo script) wait their turn
+   instead of failing. A wait longer than ``lock_timeout_s`` raises ``WarehouseBusyError``.
+
+Writes are atomic per table or per partition: each one runs in a single DuckDB transaction that
+first deletes the rows it replaces.
+"""
+
+import fcntl
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from dagster import ConfigurableResource
+from pydantic import Field
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+LEDGER_DDL = """
+CREATE TABLE IF NOT EXISTS rejection_ledger (
+    sample_id VARCHAR, source VARCHAR, task VARCHAR, stage VARCHAR, filter VARCHAR, reason VARCHAR,
+    score DOUBLE, threshold DOUBLE, duplicate_of VARCHAR, detail VARCHAR,
+    round BIGINT, run_id VARCHAR, recorded_at TIMESTAMP
+)
+"""
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another process held the warehouse lock for longer than the configured timeout."""
+
+
+def resolve_repo_path(path: str) -> Path:
+    """Resolve a relative path against the repository root, so the working directory does not matter."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+
+
+class Warehouse(ConfigurableResource):
+    """The DuckDB file that holds samples, the rejection ledger, clusters, mixture weights and feedback."""
+
+    path: str = Field(
+        default="outputs/warehouse.duckdb",
+        description="DuckDB file; a relative path is resolved against the repository root.",
+    )
+    lock_timeout_s: float = Field(
+        default=1800.0, description="Seconds to wait for another process's write before failing."
+    )
+
+    @property
+    def file(self) -> Path:
+        return resolve_repo_path(self.path)
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open a connection under the exclusive file lock; close it and release the lock on exit."""
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.file.with_name(self.file.name + ".lock")
+        with open(lock_path, "a+") as lock_file:
+            deadline = time.monotonic() + self.lock_timeout_s
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise WarehouseBusyError(
+                            f"warehouse {self.file} stayed locked for {self.lock_timeout_s:.0f} s; "
+                            "wait for the other run to finish or raise lock_timeout_s"
+                        ) from None
+                    if not waited:
+                        log.info("warehouse %s is in use by another process; waiting", self.file)
+                        waited = True
+                    time.sleep(0.2)
+            try:
+                con = duckdb.connect(str(self.file))
+                try:
+                    yield con
+                finally:
+                    con.close()
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        with self.connect() as con:
+            return con.sql(sql, params=params or None).pl()
+
+    def table_exists(self, name: str) -> bool:
+        with self.connect() as con:
+            found = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+            ).fetchone()
+        return bool(found and found[0])
+
+    def read_table(self, name: str) -> pl.DataFrame:
+        if not self.table_exists(name):
+            raise LookupError(f"table {name!r} is missing from {self.file}; materialize the asset that writes it first")
+        return self.query(f'SELECT * FROM "{name}"')
+
+    def replace_table(self, name: str, frame: pl.DataFrame) -> None:
+        """Replace a whole table atomically with ``frame``."""
+        with self.connect() as con:
+            con.register("incoming", frame.to_arrow())
+            con.execute("BEGIN TRANSACTION")
+            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM incoming')
+            con.execute("COMMIT")
+            con.unregister("incoming")
+
+    def replace_rows(self, name: str, frame: pl.DataFrame, where: dict[str, object]) -> None:
+        """Delete the rows matching ``where`` and insert ``frame`` in one transaction.
+
+        The table is created from ``frame``'s schema when missing. Columns are matched by name.
+        """
+        conditions = " AND ".join(f'"{column}" IS NOT DISTINCT FROM ?' for column in where)
+        with self.connect() as con:
+            con.register("incoming", frame.to_arrow())
+            con.execute("BEGIN TRANSACTION")
+            con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM incoming LIMIT 0')
+            con.execute(f'DELETE FROM "{name}" WHERE {conditions}', list(where.values()))
+            con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM incoming')
+            con.execute("COMMIT")
+            con.unregister("incoming")
+
+    def write_ledger(self, rejected: pl.DataFrame, *, stage: str, round_key: int | None, run_id: str) -> None:
+        """Replace this stage's (and round's) ledger rows with ``rejected``; rerunning a stage is idempotent."""
+        rows = rejected.with_columns(
+            pl.lit(round_key, dtype=pl.Int64).alias("round"),
+            pl.lit(run_id, dtype=pl.String).alias("run_id"),
+            pl.lit(None, dtype=pl.Datetime("us")).alias("recorded_at"),
+        )
+        with self.connect() as con:
+            con.execute(LEDGER_DDL)
+            con.register("incoming", rows.to_arrow())
+            con.execute("BEGIN TRANSACTION")
+            con.execute(
+                "DELETE FROM rejection_ledger WHERE stage = ? AND round IS NOT DISTINCT FROM ?", [stage, round_key]
+            )
+            con.execute(
+                "INSERT INTO rejection_ledger BY NAME "
+                "SELECT * REPLACE (now()::TIMESTAMP AS recorded_at) FROM incoming"
+            )
+            con.execute("COMMIT")
+            con.unregister("incoming")
