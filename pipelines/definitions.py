@@ -13,28 +13,42 @@ from pipelines.loop import RoundPolicy, curation_job, curation_on_source_change,
 from pipelines.resources import CausalLM, NliModel, SentenceEmbedder, ToxicityModel
 from pipelines.warehouse import Warehouse
 
-defs = Definitions(
-    assets=[
-        raw_samples,
-        evaluation_sets,
-        basic_filtered,
-        consistent_samples,
-        selected_samples,
-        mixture_weights,
-        training_mixture,
-        trained_model,
-        task_error_stats,
-    ],
-    asset_checks=[*conservation_checks, raw_samples_accounted_for, no_eval_contamination],
-    jobs=[curation_job, loop_job],
-    sensors=[next_round_sensor],
-    schedules=[curation_on_source_change],
-    resources={
+
+def build_definitions(max_rounds: int = 3, **resource_overrides) -> Definitions:
+    """Build the definitions; ``max_rounds`` is the loop's stop rule.
+
+    ``resource_overrides`` replace resources by key, e.g. a warehouse under a test's tmp_path.
+    """
+    resources = {
         "warehouse": Warehouse(),
         "toxicity_model": ToxicityModel(),
         "nli_model": NliModel(model=EnvVar("NLI_MODEL")),
         "sentence_embedder": SentenceEmbedder(),
         "causal_lm": CausalLM(),
-        "round_policy": RoundPolicy(),
-    },
-)
+        "round_policy": RoundPolicy(max_rounds=max_rounds),
+    }
+    unknown = sorted(set(resource_overrides) - set(resources))
+    if unknown:
+        raise ValueError(f"unknown resource keys {unknown}; valid keys are {sorted(resources)}")
+    resources.update(resource_overrides)
+    return Definitions(
+        assets=[
+            raw_samples,
+            evaluation_sets,
+            basic_filtered,
+            consistent_samples,
+            selected_samples,
+            mixture_weights,
+            training_mixture,
+            trained_model,
+            task_error_stats,
+        ],
+        asset_checks=[*conservation_checks, raw_samples_accounted_for, no_eval_contamination],
+        jobs=[curation_job, loop_job],
+        sensors=[next_round_sensor],
+        schedules=[curation_on_source_change],
+        resources=resources,
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,32 @@
+"""Shared fixtures: paths to the offline models and a Dagster instance under tmp_path."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+NLI_MODEL_DIR = SHARED_DIR / "models" / "nli-minilm-l6"
+
+# The project never phones home, and nothing here may reach a model hub.
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def nli_model_dir() -> Path:
+    if not (NLI_MODEL_DIR / "config.json").exists():
+        pytest.skip(f"the offline NLI model is missing at {NLI_MODEL_DIR}; it ships in ../shared beside the repo")
+    return NLI_MODEL_DIR
+
+
+@pytest.fixture
+def dagster_instance(tmp_path):
+    from dagster import instance_for_test
+
+    with instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        yield instance
