@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 from pydantic import Field
 
 from assets.common import markdown_table, rounds
-from assets.scorers import build_task_scorers
+from filters.eval_scoring import build_task_scorers
 from pipelines.resources import CausalLM
 from pipelines.warehouse import Warehouse, resolve_repo_path
 from trainer.data import build_examples
