@@ -38,10 +38,10 @@ class QualityConfig:
     max_response_chars: int = 100_000
     max_prompt_chars: int = 200_000
     max_duplicate_line_ratio: float = 0.5
-    max_duplicate_ngram_ratio: float = 0.6
-    repetition_ngram_words: int = 5
-    repetition_ngram_chars: int = 10
-    max_symbol_ratio: float = 0.6
+    max_duplicate_ngram_ratio: float = 0.8
+    repetition_ngram_words: int = 8
+    repetition_ngram_chars: int = 15
+    max_symbol_ratio: float = 0.7
 
     def __post_init__(self) -> None:
         if self.min_response_chars < 1:
@@ -71,9 +71,8 @@ class QualityConfig:
 def duplicate_line_ratio(text: str) -> float:
     """Return the share of characters in non-blank lines that repeat an earlier line.
 
-    Lines are compared after stripping surrounding whitespace. Lines with fewer than two
-    alphanumeric characters (closing brackets, ``else:``-like stubs are kept because they have
-    letters) are ignored, so code with many ``}`` or ``)`` lines is not penalized.
+    Lines are compared after stripping surrounding whitespace. Lines with fewer than two letters
+    or digits, such as a lone ``}`` or ``)``, are ignored so that code is not penalized for them.
     """
     seen: set[str] = set()
     total = 0
@@ -100,8 +99,8 @@ def repetition_tokens(text: str, char_tokens: bool) -> list[str]:
 def duplicate_ngram_ratio(tokens: list[str], n: int) -> float:
     """Return the share of tokens covered by an n-gram that occurs more than once in ``tokens``.
 
-    This is the "duplicate n-gram fraction" of the Gopher rules (Rae et al. 2021, appendix A),
-    counted in tokens instead of characters. Fewer than ``2 * n`` tokens give 0.0, because no
+    This is a duplicate n-gram fraction in the style of the Gopher quality rules, counted in
+    tokens instead of characters. Fewer than ``2 * n`` tokens give 0.0, because no
     n-gram can repeat without overlapping itself.
     """
     if len(tokens) < 2 * n:

@@ -1,0 +1,267 @@
+"""Field cases for stage 1, run end to end through ``run_stage1`` unless a test says otherwise.
+
+Input frames use the case's ``id`` as ``sample_id`` so that "lowest id survives" is testable, and
+``lang`` comes from ``detect_lang`` on prompt and response, as ingestion does for unlabeled rows.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from filters.lang import detect_lang
+from filters.schema import SAMPLE_SCHEMA
+from filters.stage1 import Stage1Config, run_stage1
+from filters.toxicity import ProfanityCheckScorer, ToxicityConfig, apply_toxicity
+
+CASES = Path(__file__).parent / "cases_stage1"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def read_case(*names: str) -> list[dict]:
+    rows = []
+    for name in names:
+        with open(CASES / name, encoding="utf-8") as handle:
+            rows.extend(json.loads(line) for line in handle if line.strip())
+    return rows
+
+
+def to_frame(rows: list[dict]) -> pl.DataFrame:
+    records = []
+    for row in rows:
+        record = {name: None for name in SAMPLE_SCHEMA}
+        record.update(
+            sample_id=row["id"],
+            source=row["source"],
+            task=row["task"],
+            prompt=row["prompt"],
+            response=row["response"],
+            lang=row.get("lang") or detect_lang(row["prompt"] + "\n" + row["response"]),
+        )
+        records.append(record)
+    return pl.DataFrame(records, schema=SAMPLE_SCHEMA)
+
+
+def template_rows() -> list[dict]:
+    """The shared-template case: a 540-word rule list in front of two different math problems."""
+    template = " ".join(f"Rule {i}: show step {i} of your work clearly." for i in range(1, 61))
+    question_1 = "Problem: A farmer has 12 cows and buys 7 more. How many cows does the farmer have now?"
+    answer_1 = "He starts with 12 cows and adds 7, so 12 + 7 = 19. Check: 19 - 7 = 12. #### 19"
+    question_2 = "Problem: A library lends 45 books on Monday and 38 on Tuesday. How many books did it lend in total?"
+    answer_2 = "It lends 45 and then 38, so 45 + 38 = 83. Check: 83 - 38 = 45. #### 83"
+    rows = [
+        {"id": "t1", "prompt": template + "\n\n" + question_1, "response": answer_1},
+        {"id": "t2", "prompt": template + "\n\n" + question_2, "response": answer_2},
+        {"id": "t4", "prompt": template + "\n\n" + question_1, "response": answer_1 + " Great job, you did it!"},
+    ]
+    for row in rows:
+        row.update(source="tutor_synth", task="math")
+    return rows
+
+
+def long_response_rows() -> list[dict]:
+    """The long-response case: an 800-word benign log with a toxic sentence at the end, none, or the start."""
+    filler = " ".join(f"Step {i}: write the measured temperature in the lab notebook." for i in range(1, 81))
+    insult = "You are a pathetic idiot and nobody will ever want to work with you."
+    rows = [
+        {"id": "y1", "response": filler + " " + insult},
+        {"id": "y2", "response": filler},
+        {"id": "y3", "response": insult + " " + filler},
+    ]
+    for row in rows:
+        row.update(source="lab_logs", task="chat", prompt="Summarise the lab procedure.")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def scorer() -> ProfanityCheckScorer:
+    return ProfanityCheckScorer()
+
+
+def run(rows: list[dict], scorer, **overrides):
+    samples = to_frame(rows)
+    result = run_stage1(samples, Stage1Config(**overrides), scorer)
+    result.check_conservation(samples["sample_id"])
+    return result
+
+
+def kept_ids(result) -> set[str]:
+    return set(result.kept["sample_id"].to_list())
+
+
+def reasons(result) -> dict[str, str]:
+    return dict(zip(result.rejected["sample_id"], result.rejected["reason"], strict=True))
+
+
+def cluster_members(result, kind: str) -> list[set[str]]:
+    clusters = result.tables["clusters"].filter(pl.col("kind") == kind)
+    groups = clusters.group_by("cluster_id").agg(pl.col("sample_id"))
+    return sorted((set(ids) for ids in groups["sample_id"].to_list()), key=sorted)
+
+
+def test_short_texts_never_share_a_signature(scorer):
+    """Texts shorter than one shingle go to exact dedup only; empty ones go to the quality rules."""
+    result = run(read_case("case01.jsonl"), scorer)
+    assert kept_ids(result) == {"s1", "s2", "s4"}
+    assert reasons(result) == {"s3": "exact_duplicate", "s5": "empty_response", "s6": "empty_prompt"}
+    assert cluster_members(result, "exact") == [{"s1", "s3"}]
+    assert cluster_members(result, "near") == []
+    duplicate_of = result.rejected.filter(pl.col("sample_id") == "s3")["duplicate_of"].item()
+    assert duplicate_of == "s1"
+    assert set(result.kept["shingle_kind"].to_list()) == {"none"}
+
+
+def test_chinese_uses_character_shingles(scorer):
+    result = run(read_case("case02.jsonl"), scorer)
+    assert kept_ids(result) == {"z1", "z3", "z4"}
+    assert cluster_members(result, "near") == [{"z1", "z2"}]
+    assert cluster_members(result, "exact") == [{"z4", "z5", "z6", "z7", "z8", "z9"}]
+    near = result.tables["clusters"].filter(pl.col("kind") == "near")
+    assert near.filter(pl.col("is_survivor"))["sample_id"].to_list() == ["z1"]
+    assert result.kept["lang"].to_list() == ["zh", "zh", "zh"]
+    assert result.kept["shingle_kind"].to_list() == ["char", "char", "char"]
+
+
+def test_exact_key_ignores_invisible_characters(scorer):
+    """e1-e7 differ only in whitespace, NBSP, ZWSP, a full-width stop, CRLF and a BOM.
+
+    The case lists the survivors of exact dedup. Near dedup is switched off (threshold 1.0)
+    because it may merge e8 with e1, and it does merge c1 with c2 (see the next test).
+    """
+    rows = read_case("case03.jsonl")
+    result = run(rows, scorer, near_duplicate_threshold=1.0)
+    assert cluster_members(result, "exact") == [{"e1", "e2", "e3", "e4", "e5", "e6", "e7"}]
+    assert kept_ids(result) == {"e1", "e8", "c1", "c2"}
+    assert sorted(result.rejected["sample_id"].to_list()) == ["e2", "e3", "e4", "e5", "e6", "e7"]
+    assert set(result.rejected["reason"].to_list()) == {"exact_duplicate"}
+    stored = result.kept.filter(pl.col("sample_id") == "e1")["response"].item()
+    assert stored == rows[0]["response"]
+
+
+def test_indentation_variants_merge_in_near_dedup(scorer):
+    """c1 and c2 differ in one indentation token, which leaves a word-5-gram Jaccard of 4/7.
+
+    NOTE: so near dedup at the default threshold 0.5 merges these two different programs. Exact
+    dedup keeps both, as the case requires; this test pins the near-dedup behaviour so that a
+    change to it is noticed.
+    """
+    rows = [row for row in read_case("case03.jsonl") if row["id"] in {"c1", "c2"}]
+    result = run(rows, scorer)
+    assert cluster_members(result, "exact") == []
+    assert cluster_members(result, "near") == [{"c1", "c2"}]
+    similarity = result.tables["clusters"].filter(pl.col("sample_id") == "c2")["similarity"].item()
+    assert similarity < 1.0
+
+
+@pytest.mark.parametrize("order", ["files_ab", "files_ba", "one_file_r4_r2_r3_r1"])
+def test_cross_source_near_duplicate_keeps_lowest_id(scorer, order):
+    rows_by_id = {row["id"]: row for row in read_case("case04a.jsonl", "case04b.jsonl")}
+    orders = {
+        "files_ab": ["r3", "r4", "r2", "r1"],
+        "files_ba": ["r2", "r1", "r3", "r4"],
+        "one_file_r4_r2_r3_r1": ["r4", "r2", "r3", "r1"],
+    }
+    result = run([rows_by_id[i] for i in orders[order]], scorer)
+    assert kept_ids(result) == {"r1", "r4"}
+    assert cluster_members(result, "near") == [{"r1", "r2", "r3"}]
+    ledger = result.rejected.sort("sample_id")
+    assert ledger["reason"].to_list() == ["near_duplicate", "near_duplicate"]
+    assert ledger["duplicate_of"].to_list() == ["r1", "r1"]
+    per_source = result.kept.group_by("source").len().sort("source")
+    assert dict(per_source.iter_rows()) == {"alpaca_mix": 1, "dolly_mix": 1}
+
+
+def test_survivor_independent_of_hash_seed():
+    """A fresh interpreter with another PYTHONHASHSEED gives the same survivors and clusters."""
+    script = (
+        "import json, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from tests.filters.test_stage1_cases import read_case, to_frame\n"
+        "from filters.stage1 import Stage1Config, run_stage1\n"
+        "from filters.toxicity import ProfanityCheckScorer\n"
+        "rows = read_case('case04b.jsonl', 'case04a.jsonl', 'case02.jsonl')\n"
+        "result = run_stage1(to_frame(rows), Stage1Config(), ProfanityCheckScorer())\n"
+        "print(json.dumps([sorted(result.kept['sample_id'].to_list()), result.tables['clusters'].rows()]))\n"
+    )
+    outputs = []
+    for hash_seed in ("0", "12345"):
+        environment = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        completed = subprocess.run(
+            [sys.executable, "-c", script, str(REPO)], capture_output=True, text=True, env=environment, check=True
+        )
+        outputs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0] == ["r1", "r4", "z1", "z3", "z4"]
+
+
+def test_rerun_gives_identical_output(scorer):
+    rows = read_case("case04a.jsonl", "case04b.jsonl")
+    first = run(rows, scorer)
+    second = run(rows, scorer)
+    assert first.kept.equals(second.kept)
+    assert first.rejected.equals(second.rejected)
+    assert first.tables["clusters"].equals(second.tables["clusters"])
+
+
+def test_shared_template_does_not_merge_problems(scorer):
+    result = run(template_rows(), scorer)
+    assert kept_ids(result) == {"t1", "t2"}
+    assert cluster_members(result, "near") == [{"t1", "t4"}]
+    assert reasons(result) == {"t4": "near_duplicate"}
+    for members in cluster_members(result, "near") + cluster_members(result, "exact"):
+        assert not {"t1", "t2"} <= members
+
+
+def test_shared_template_lowest_id_rule_agrees(scorer):
+    result = run(template_rows(), scorer, survivor_rule="lowest_id")
+    assert kept_ids(result) == {"t1", "t2"}
+
+
+def test_benign_technical_text_not_toxic(scorer):
+    result = run(read_case("case06.jsonl"), scorer)
+    assert kept_ids(result) == {"x1", "x2", "x3", "x4"}
+    assert reasons(result) == {"x5": "toxic"}
+    x5 = result.rejected.filter(pl.col("sample_id") == "x5")
+    assert x5["score"].item() >= x5["threshold"].item()
+    assert x5["threshold"].item() == Stage1Config().max_toxicity
+    assert (result.kept["toxicity_score"] < Stage1Config().max_toxicity).all()
+    assert set(result.kept["toxicity_model"].to_list()) == {"alt-profanity-check-1.9.1"}
+    assert result.kept["toxicity_prompt_score"].null_count() == 0
+
+
+def test_toxic_prompt_word_does_not_reject_response(scorer):
+    """The decision reads the response score only, even when the prompt alone would fail."""
+    rows = [row for row in read_case("case06.jsonl") if row["id"] == "x1"]
+    rows[0] = {**rows[0], "prompt": "You are a pathetic idiot. How do I kill a zombie process on Linux?"}
+    result = run(rows, scorer)
+    assert kept_ids(result) == {"x1"}
+    assert result.kept["toxicity_prompt_score"].item() >= Stage1Config().max_toxicity
+
+
+def test_late_toxic_sentence_found_in_long_response(scorer):
+    """Scored with the toxicity step directly: y1-y3 are near duplicates of each other and very
+    repetitive, so the full stage would remove two of them before toxicity runs."""
+    samples = to_frame(long_response_rows())
+    result = apply_toxicity(samples, scorer, Stage1Config().toxicity_config())
+    scored = pl.concat([result.kept.select("sample_id"), result.rejected.select("sample_id")])
+    assert scored.height == 3
+    assert reasons(result) == {"y1": "toxic", "y3": "toxic"}
+    assert kept_ids(result) == {"y2"}
+    assert result.kept["toxicity_score"].item() < ToxicityConfig().max_toxicity
+    assert result.kept["toxicity_chunks"].item() >= 2
+    chunk_counts = result.rejected["detail"].to_list()
+    assert all("response chunks" in detail for detail in chunk_counts)
+
+
+def test_oversized_response_rejected_by_length(scorer):
+    rows = [
+        {"id": "b6", "source": "vendor_export", "task": "chat", "prompt": "Q6?", "response": "x " * (10 * 1024 * 1024)},
+        {"id": "b7", "source": "vendor_export", "task": "chat", "prompt": "Q7?", "response": "A7."},
+    ]
+    result = run(rows, scorer)
+    assert reasons(result) == {"b6": "response_too_long"}
+    assert kept_ids(result) == {"b7"}
