@@ -1,0 +1,591 @@
+"""Read a configured source into the sample schema, quarantining bad records instead of failing.
+
+``read_source`` returns three frames: the samples (exactly ``SAMPLE_SCHEMA``), the quarantine (one
+row per record that could not become a sample, with a stable ``reason``) and per-file counts, so
+``loaded + quarantined == records`` holds for every file.
+
+Record shapes (``SourceConfig.shape``; ``auto`` tries them in this order):
+
+- ``messages``: a ``messages`` list of ``{role, content}`` turns, or a ShareGPT ``conversations``
+  list of ``{from, value}`` turns. The response is the last assistant turn. The prompt is the
+  turns before it: a lone user turn (after any system turns) stays as it is, with the system text
+  and a blank line in front; anything longer is rendered as ``role: content`` lines. The original
+  turns are kept as JSON in ``messages``.
+- ``alpaca``: ``instruction`` plus optional ``input`` (or ``context``), joined with a blank line,
+  is the prompt; ``output`` (or ``response``) is the response.
+- ``prompt_response``: the first non-null of ``PROMPT_FIELDS`` and of ``RESPONSE_FIELDS``.
+
+An optional ``system`` field goes in front of the prompt. ``field_map`` replaces the field names
+looked up for any of our columns. Every field not used goes into ``meta`` as JSON; null values
+are left out of ``meta``.
+
+JSONL choices: bare ``NaN``/``Infinity`` are not JSON, so such a line is quarantined as
+``invalid_json`` rather than parsed. Identical rows are kept as separate samples, with ``#2``,
+``#3``... appended to the repeated ``sample_id`` in file order, so stage 1's exact dedup records
+them in the rejection ledger instead of the reader dropping them.
+"""
+
+import gzip
+import json
+import logging
+import math
+import re
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+
+import polars as pl
+
+from filters.lang import detect_lang
+from filters.schema import SAMPLE_SCHEMA, make_sample_id
+
+if TYPE_CHECKING:  # filters.sources imports filters.packaged, which imports this module
+    from filters.sources import SourceConfig
+
+logger = logging.getLogger(__name__)
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "source": pl.String,
+    "file": pl.String,
+    "line": pl.Int64,  # 1-based: the physical line of a JSONL file, the row number of a Parquet file
+    "reason": pl.String,
+    "detail": pl.String,
+}
+
+FILES_SCHEMA: dict[str, pl.DataType] = {
+    "source": pl.String,
+    "file": pl.String,
+    "records": pl.Int64,  # non-blank lines or rows read; loaded + quarantined == records
+    "loaded": pl.Int64,
+    "quarantined": pl.Int64,
+    "bytes": pl.Int64,  # file size, null when unknown (remote files)
+}
+
+# Quarantine reasons. A record whose mapping raised anything else gets "error_<ExceptionName>".
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+TOO_LARGE = "too_large"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_FIELD = "missing_field"
+INVALID_FIELD = "invalid_field"
+READ_ERROR = "read_error"
+
+PROMPT_FIELDS = ("prompt", "question", "query", "problem", "input")
+RESPONSE_FIELDS = ("response", "completion", "answer", "solution", "output")
+MESSAGES_FIELDS = ("messages", "conversations")
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "system": ("system", "system_prompt"),
+    "instruction": ("instruction",),
+    "input": ("input", "context"),
+    "origin_id": ("id", "_id", "uid"),
+    "task": ("task",),
+    "lang": ("lang", "language"),
+    "reference": ("reference",),
+    "tests": ("tests", "test"),
+    "entry_point": ("entry_point",),
+}
+ROLE_NAMES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "tool": "tool",
+    "function": "tool",
+}
+
+# Language detection reads only this many characters of prompt + response: the script counts
+# settle long before that, and detection is a per-character Python loop.
+LANG_DETECT_CHARS = 2000
+
+_BOM = b"\xef\xbb\xbf"
+_NEWLINE = re.compile(rb"\r\n|\r|\n")
+_CHUNK_BYTES = 1 << 20
+_PARQUET_BATCH_ROWS = 50_000
+_FILE_COLUMN = "__ingest_file__"
+
+
+class SourceReadError(OSError):
+    """A source's files cannot be found or opened at all."""
+
+
+class RecordError(ValueError):
+    """A record cannot become a sample; ``reason`` is the quarantine reason code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class IngestResult:
+    """Samples read from one source, the records quarantined on the way, and per-file counts."""
+
+    samples: pl.DataFrame  # SAMPLE_SCHEMA columns, in that order
+    quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
+    files: pl.DataFrame  # FILES_SCHEMA
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "loaded": self.samples.height,
+            "quarantined": self.quarantine.height,
+            "quarantined_by_reason": dict(sorted(Counter(self.quarantine["reason"].to_list()).items())),
+            "files": self.files.height,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Record shapes
+
+
+def normalize_turns(raw_turns: object) -> list[dict[str, str]]:
+    """Turn ``{role, content}`` or ``{from, value}`` turns into ``{role, content}`` with our role names.
+
+    Raises ``RecordError`` (``invalid_field``) for a turn that is not an object, an unknown role or
+    a content that is not a string. A null content (an assistant turn that only called a tool)
+    becomes an empty string.
+    """
+    if not isinstance(raw_turns, list):
+        raise RecordError(INVALID_FIELD, f"messages is {type(raw_turns).__name__}, expected a list of turns")
+    turns = []
+    for index, turn in enumerate(raw_turns):
+        if not isinstance(turn, dict):
+            raise RecordError(INVALID_FIELD, f"messages[{index}] is {type(turn).__name__}, expected an object")
+        role = turn.get("role", turn.get("from"))
+        content = turn.get("content", turn.get("value", turn.get("text")))
+        if not isinstance(role, str) or role.lower() not in ROLE_NAMES:
+            raise RecordError(
+                INVALID_FIELD, f"messages[{index}] has role {role!r}; known roles: {', '.join(sorted(ROLE_NAMES))}"
+            )
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise RecordError(INVALID_FIELD, f"messages[{index}].content is {type(content).__name__}, expected a string")
+        turns.append({"role": ROLE_NAMES[role.lower()], "content": content})
+    return turns
+
+
+def render_chat_prompt(turns: list[dict[str, str]]) -> str:
+    """Render chat turns as one prompt string.
+
+    A single user turn (after any system turns) stays as it is, with the system text and a blank
+    line in front. Anything longer becomes one ``role: content`` line per turn, so the model sees
+    who said what.
+    """
+    system = [turn["content"] for turn in turns if turn["role"] == "system"]
+    others = [turn for turn in turns if turn["role"] != "system"]
+    if len(others) == 1 and others[0]["role"] == "user":
+        return "\n\n".join([*system, others[0]["content"]])
+    return "\n".join(f"{turn['role']}: {turn['content']}" for turn in turns)
+
+
+def split_chat(turns: list[dict[str, str]]) -> tuple[str, str]:
+    """Return (prompt, response) for chat turns: the last assistant turn and the turns before it."""
+    last_assistant = max((i for i, turn in enumerate(turns) if turn["role"] == "assistant"), default=None)
+    if last_assistant is None:
+        raise RecordError(MISSING_FIELD, "response: messages has no assistant turn")
+    before = turns[:last_assistant]
+    if not any(turn["role"] != "system" for turn in before):
+        raise RecordError(MISSING_FIELD, "prompt: messages has no user turn before the last assistant turn")
+    return render_chat_prompt(before), turns[last_assistant]["content"]
+
+
+class _RecordView:
+    """Look up fields of one record by our column name, remembering which keys were used."""
+
+    def __init__(self, record: dict[str, Any], field_map: dict[str, str]):
+        self.record = record
+        self.field_map = field_map
+        self.used: set[str] = set()
+
+    def take(self, ours: str, aliases: tuple[str, ...]) -> tuple[str | None, Any]:
+        """Return (key, value) of the first non-null field among ``ours``'s names, or (None, None).
+
+        Only the returned key counts as used; other aliases that are present stay in ``meta``.
+        """
+        names = (self.field_map[ours],) if ours in self.field_map else aliases
+        for name in names:
+            if self.record.get(name) is not None:
+                self.used.add(name)
+                return name, self.record[name]
+        return None, None
+
+    def take_text(self, ours: str, aliases: tuple[str, ...]) -> str | None:
+        key, value = self.take(ours, aliases)
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise RecordError(INVALID_FIELD, f"{ours} (field {key!r}) is {type(value).__name__}, expected a string")
+
+    def require_text(self, ours: str, aliases: tuple[str, ...]) -> str:
+        value = self.take_text(ours, aliases)
+        if value is None:
+            names = (self.field_map[ours],) if ours in self.field_map else aliases
+            raise RecordError(MISSING_FIELD, f"{ours}: none of the fields {', '.join(names)} is present")
+        return value
+
+    def has(self, ours: str, aliases: tuple[str, ...]) -> bool:
+        names = (self.field_map[ours],) if ours in self.field_map else aliases
+        return any(self.record.get(name) is not None for name in names)
+
+
+def detect_shape(view: _RecordView) -> str:
+    """Pick the shape of one record for ``shape: auto``."""
+    if "prompt" not in view.field_map and view.has("messages", MESSAGES_FIELDS):
+        return "messages"
+    if "prompt" not in view.field_map and view.has("instruction", FIELD_ALIASES["instruction"]):
+        return "alpaca"
+    return "prompt_response"
+
+
+def map_record(record: dict[str, Any], source: "SourceConfig") -> dict[str, Any]:
+    """Map one parsed record onto the sample columns (without ``sample_id`` and ``source``).
+
+    Raises ``RecordError`` with reason ``missing_field`` or ``invalid_field``. ``meta`` is returned
+    as a dict of every unused, non-null field.
+    """
+    view = _RecordView(record, dict(source.field_map))
+    shape = detect_shape(view) if source.shape == "auto" else source.shape
+    system = view.take_text("system", FIELD_ALIASES["system"])
+    messages_json = None
+
+    if shape == "messages":
+        _, raw_turns = view.take("messages", MESSAGES_FIELDS)
+        if raw_turns is None:
+            raise RecordError(MISSING_FIELD, f"messages: none of the fields {', '.join(MESSAGES_FIELDS)} is present")
+        if isinstance(raw_turns, str):  # some exports store the turns as a JSON string
+            try:
+                raw_turns = json.loads(raw_turns)
+            except ValueError as error:
+                raise RecordError(INVALID_FIELD, f"messages is a string that is not JSON: {error}") from None
+        turns = normalize_turns(raw_turns)
+        if system:
+            turns = [{"role": "system", "content": system}, *turns]
+        prompt, response = split_chat(turns)
+        messages_json = json.dumps(raw_turns, ensure_ascii=False)
+    elif shape == "alpaca":
+        instruction = view.require_text("instruction", FIELD_ALIASES["instruction"])
+        extra_input = view.take_text("input", FIELD_ALIASES["input"])
+        prompt = f"{instruction}\n\n{extra_input}" if extra_input else instruction
+        response = view.require_text("response", ("output", "response"))
+    else:
+        prompt = view.require_text("prompt", PROMPT_FIELDS)
+        response = view.require_text("response", RESPONSE_FIELDS)
+    if system and shape != "messages":
+        prompt = f"{system}\n\n{prompt}"
+
+    row = {
+        "origin_id": view.take_text("origin_id", FIELD_ALIASES["origin_id"]),
+        "task": view.take_text("task", FIELD_ALIASES["task"]) or source.task,
+        "lang": view.take_text("lang", FIELD_ALIASES["lang"]) or source.lang,
+        "prompt": prompt,
+        "response": response,
+        "messages": messages_json,
+        "reference": view.take_text("reference", FIELD_ALIASES["reference"]),
+        "tests": view.take_text("tests", FIELD_ALIASES["tests"]),
+        "entry_point": view.take_text("entry_point", FIELD_ALIASES["entry_point"]),
+    }
+    if row["lang"] is None:
+        row["lang"] = detect_lang(f"{prompt}\n{response}"[:LANG_DETECT_CHARS])
+    row["meta"] = {key: value for key, value in record.items() if key not in view.used and value is not None}
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# Collecting rows
+
+
+class _Collector:
+    """Accumulates samples, quarantine rows and per-file counts for one source."""
+
+    def __init__(self, source: "SourceConfig"):
+        self.source = source
+        self.rows: list[dict[str, Any]] = []
+        self.quarantine: list[dict[str, Any]] = []
+        self.files: list[dict[str, Any]] = []
+
+    @property
+    def full(self) -> bool:
+        return self.source.max_rows is not None and len(self.rows) >= self.source.max_rows
+
+    def reject(self, file: str, line: int, reason: str, detail: str) -> None:
+        self.quarantine.append(
+            {"source": self.source.name, "file": file, "line": line, "reason": reason, "detail": detail}
+        )
+
+    def add_record(self, record: object, file: str, line: int) -> bool:
+        """Map one parsed record; return True when it was loaded, False when quarantined."""
+        if not isinstance(record, dict):
+            self.reject(file, line, NOT_AN_OBJECT, f"the record is a JSON {type(record).__name__}, expected an object")
+            return False
+        try:
+            self.rows.append(map_record(record, self.source))
+        except RecordError as error:
+            self.reject(file, line, error.reason, error.detail)
+            return False
+        except Exception as error:  # one odd record must not stop the file; it is kept in quarantine
+            self.reject(file, line, f"error_{type(error).__name__}", str(error)[:500])
+            return False
+        return True
+
+    def add_file(self, file: str, records: int, loaded: int, size: int | None) -> None:
+        self.files.append(
+            {
+                "source": self.source.name,
+                "file": file,
+                "records": records,
+                "loaded": loaded,
+                "quarantined": records - loaded,
+                "bytes": size,
+            }
+        )
+
+
+def assign_sample_ids(source_name: str, rows: list[dict[str, Any]]) -> list[str]:
+    """Return one sample id per row: ``make_sample_id``, with ``#2``, ``#3``... for repeats in row order."""
+    seen: Counter[str] = Counter()
+    ids = []
+    for row in rows:
+        base = make_sample_id(source_name, row["prompt"], row["response"])
+        seen[base] += 1
+        ids.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return ids
+
+
+def _meta_json(meta: dict[str, Any]) -> str:
+    try:
+        return json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
+    except ValueError:  # NaN or infinity, which JSON cannot hold: store them as null
+        return json.dumps(_replace_non_finite(meta), ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _replace_non_finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _replace_non_finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace_non_finite(item) for item in value]
+    return value
+
+
+def samples_frame(source_name: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Build the ``SAMPLE_SCHEMA`` frame for mapped rows, assigning sample ids and serializing meta."""
+    columns: dict[str, list[Any]] = {"sample_id": assign_sample_ids(source_name, rows), "source": [source_name] * len(rows)}
+    for column in SAMPLE_SCHEMA:
+        if column in columns:
+            continue
+        if column == "meta":
+            columns[column] = [_meta_json(row.get("meta") or {}) for row in rows]
+        else:
+            columns[column] = [row.get(column) for row in rows]
+    return pl.DataFrame(columns, schema=SAMPLE_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSONL
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def iter_lines(handle: BinaryIO, max_record_bytes: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """Yield (line number, content, size in bytes) for every line of a binary stream.
+
+    Lines end at LF, CRLF or CR, and the terminator is not part of the content. A UTF-8 byte order
+    mark at the start of the stream is dropped. A line longer than ``max_record_bytes`` is yielded
+    with content None and is never held in memory whole.
+    """
+    head = handle.read(len(_BOM))
+    pending = b"" if head == _BOM else head
+    # read1 returns what one underlying read yields, so the lines before a corrupt gzip block
+    # are yielded before the error is raised.
+    read_chunk = getattr(handle, "read1", handle.read)
+    discarded = 0  # bytes of the current over-limit line dropped so far
+    line_number = 0
+    at_end = False
+    while not at_end:
+        chunk = read_chunk(_CHUNK_BYTES)
+        at_end = not chunk
+        data = pending + chunk
+        start = 0
+        # ``pending`` holds no line end except perhaps a final CR, so the search starts there.
+        for match in _NEWLINE.finditer(data, max(len(pending) - 1, 0)):
+            if not at_end and match.end() == len(data) and match.group() == b"\r":
+                break  # the LF of a CRLF may be in the next chunk
+            line_number += 1
+            content = data[start : match.start()]
+            size = discarded + len(content)
+            yield line_number, (content if size <= max_record_bytes else None), size
+            discarded = 0
+            start = match.end()
+        pending = data[start:]
+        if len(pending) > max_record_bytes:
+            keep = 1 if pending.endswith(b"\r") else 0
+            discarded += len(pending) - keep
+            pending = pending[len(pending) - keep :]
+    if pending or discarded:
+        size = discarded + len(pending)
+        yield line_number + 1, (pending if size <= max_record_bytes else None), size
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    try:
+        return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+    except OSError as error:
+        raise SourceReadError(
+            f"cannot open {path}: {error.strerror or error}. Check that the file exists and is readable."
+        ) from error
+
+
+def _read_jsonl_file(path: Path, collector: _Collector, max_record_bytes: int) -> None:
+    file = str(path)
+    records = loaded = line_number = 0
+    with _open_binary(path) as handle:
+        try:
+            for line_number, content, size in iter_lines(handle, max_record_bytes):
+                if content is None:
+                    records += 1
+                    collector.reject(file, line_number, TOO_LARGE, f"{size} bytes, max_record_bytes is {max_record_bytes}")
+                    continue
+                if not content.strip():
+                    continue
+                records += 1
+                loaded += _load_json_line(content, file, line_number, collector)
+                if collector.full:
+                    break
+        except (OSError, EOFError, zlib.error) as error:  # e.g. a truncated gzip stream
+            records += 1
+            collector.reject(file, line_number + 1, READ_ERROR, f"reading stopped: {error}")
+    collector.add_file(file, records, loaded, path.stat().st_size)
+
+
+def _load_json_line(content: bytes, file: str, line_number: int, collector: _Collector) -> int:
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        bad = content[error.start : error.start + 1].hex()
+        collector.reject(file, line_number, INVALID_UTF8, f"byte 0x{bad} at offset {error.start} is not valid UTF-8")
+        return 0
+    try:
+        record = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as error:
+        collector.reject(file, line_number, INVALID_JSON, str(error)[:500])
+        return 0
+    return int(collector.add_record(record, file, line_number))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parquet
+
+
+def scan_parquet(path: str) -> pl.LazyFrame:
+    """Scan a local or ``hf://`` Parquet path with polars, adding the file path of every row."""
+    return pl.scan_parquet(path, include_file_paths=_FILE_COLUMN)
+
+
+def _read_parquet_path(path: str, collector: _Collector, size: int | None) -> None:
+    try:
+        frame = scan_parquet(path)
+        per_file: dict[str, list[int]] = {}
+        offset = 0
+        while not collector.full:
+            batch = frame.slice(offset, _PARQUET_BATCH_ROWS).collect()
+            if batch.height == 0:
+                break
+            offset += batch.height
+            for row in batch.iter_rows(named=True):
+                file = row.pop(_FILE_COLUMN)
+                counts = per_file.setdefault(file, [0, 0])
+                counts[0] += 1
+                counts[1] += collector.add_record(row, file, counts[0])
+                if collector.full:
+                    break
+    except (OSError, pl.exceptions.PolarsError) as error:
+        raise SourceReadError(
+            f"cannot read Parquet {path}: {error}. Check the path; for a glob over files with different "
+            "columns, list the files as separate sources."
+        ) from error
+    for file, (records, loaded) in per_file.items():
+        collector.add_file(file, records, loaded, size if len(per_file) == 1 else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def read_source(source: "SourceConfig", *, max_record_bytes: int = 8 * 2**20) -> IngestResult:
+    """Read every record of ``source`` into samples, quarantine rows and per-file counts.
+
+    Files of a directory or glob are read in sorted path order. ``max_rows`` caps the loaded
+    samples (quarantined records do not count) and stops reading once reached. Packaged sources
+    return their train split only. ``max_record_bytes`` applies to JSONL lines. Raises
+    ``SourceReadError`` when the path matches no file or a file cannot be opened.
+    """
+    started = time.perf_counter()
+    logger.info("reading source %s (kind %s)", source.name, source.kind)
+    collector = _Collector(source)
+
+    if source.kind == "packaged":
+        from filters.packaged import read_packaged  # imported here: filters.packaged imports this module
+
+        rows, files = read_packaged(source)
+        collector.rows = rows
+        for file in files:
+            collector.add_file(file["file"], file["records"], file["records"], file["bytes"])
+    elif source.kind == "hf_parquet":
+        _read_parquet_path(source.path, collector, size=None)
+    else:
+        paths = source.local_files()
+        if not paths:
+            raise SourceReadError(
+                f"source {source.name!r}: no {source.kind} files found at {source.path}. "
+                "Check the path in the sources config; relative paths start at the config file's directory."
+            )
+        for path in paths:
+            if collector.full:
+                break
+            if source.kind == "jsonl":
+                _read_jsonl_file(path, collector, max_record_bytes)
+            else:
+                _read_parquet_path(str(path), collector, size=path.stat().st_size)
+
+    result = IngestResult(
+        samples=samples_frame(source.name, collector.rows),
+        quarantine=pl.DataFrame(collector.quarantine, schema=QUARANTINE_SCHEMA),
+        files=pl.DataFrame(collector.files, schema=FILES_SCHEMA),
+        seconds=time.perf_counter() - started,
+    )
+    summary = result.summary()
+    logger.info(
+        "read source %s: %d loaded, %d quarantined %s from %d files in %.2f s",
+        source.name,
+        summary["loaded"],
+        summary["quarantined"],
+        summary["quarantined_by_reason"],
+        summary["files"],
+        result.seconds,
+    )
+    return result
+
+
+def unnest_meta(samples: pl.DataFrame) -> pl.DataFrame:
+    """Decode the ``meta`` JSON of ``samples`` into a struct column ``meta``.
+
+    The struct type is inferred from every row, not a prefix, so a key that first appears late is
+    kept, and a field that is an integer in one row and a float in another becomes Float64.
+    """
+    if samples.height == 0 or samples["meta"].drop_nulls().eq("{}").all():
+        return samples
+    # The Series method is used because polars 2 removed schema inference from the expression form.
+    return samples.with_columns(samples["meta"].str.json_decode(infer_schema_length=None))
