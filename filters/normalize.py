@@ -57,10 +57,12 @@ def _split_fenced_blocks(lines: list[str]) -> list[tuple[bool, list[str]]]:
 
 
 def _key_of_prose(lines: list[str]) -> str:
-    # A segment with an indented line is treated as unfenced code, so its lines and indentation
-    # stay in the key. Plain prose is reflowed: every whitespace run, line breaks included,
-    # becomes one space.
-    if any(_INDENTED_LINE.match(line) for line in lines):
+    # A segment with an indented line after its first non-blank line is treated as unfenced
+    # code, so its lines and indentation stay in the key. Plain prose is reflowed: every
+    # whitespace run, line breaks included, becomes one space. Leading spaces before the first
+    # line are ignored because a prose response often starts with them.
+    non_blank = [line for line in lines if line.strip()]
+    if any(_INDENTED_LINE.match(line) for line in non_blank[1:]):
         return _key_of_code(lines)
     return _WHITESPACE_RUN.sub(" ", " ".join(lines)).strip()
 

@@ -259,8 +259,9 @@ def test_late_toxic_sentence_found_in_long_response(scorer):
 
 def test_oversized_response_rejected_by_length(scorer):
     rows = [
-        {"id": "b6", "source": "vendor_export", "task": "chat", "prompt": "Q6?", "response": "x " * (10 * 1024 * 1024)},
-        {"id": "b7", "source": "vendor_export", "task": "chat", "prompt": "Q7?", "response": "A7."},
+        {"id": "b6", "source": "vendor_export", "task": "chat", "lang": "en", "prompt": "Q6?",
+         "response": "x " * (10 * 1024 * 1024)},
+        {"id": "b7", "source": "vendor_export", "task": "chat", "lang": "en", "prompt": "Q7?", "response": "A7."},
     ]
     result = run(rows, scorer)
     assert reasons(result) == {"b6": "response_too_long"}
