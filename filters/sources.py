@@ -92,6 +92,10 @@ class SourceConfig:
     max_llm_solutions: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.name, bool):
+            raise SourceConfigError(
+                f"source name {self.name!r} is invalid: YAML reads yes/no/on/off as booleans, so quote the name"
+            )
         if not isinstance(self.name, str) or not _SNAKE_CASE.match(self.name):
             raise SourceConfigError(
                 f"source name {self.name!r} is invalid: use snake_case (lowercase letters, digits and "
