@@ -99,8 +99,7 @@ def repetition_tokens(text: str, char_tokens: bool) -> list[str]:
 def duplicate_ngram_ratio(tokens: list[str], n: int) -> float:
     """Return the share of tokens covered by an n-gram that occurs more than once in ``tokens``.
 
-    This is a duplicate n-gram fraction in the style of the Gopher quality rules, counted in
-    tokens instead of characters. Fewer than ``2 * n`` tokens give 0.0, because no
+    Fewer than ``2 * n`` tokens give 0.0, because no
     n-gram can repeat without overlapping itself.
     """
     if len(tokens) < 2 * n:

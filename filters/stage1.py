@@ -28,7 +28,7 @@ class Stage1Config:
         min_response_chars: shorter responses are rejected (``response_too_short``). Default 1,
             because one-character answers such as "7" or "是" are valid targets.
         max_response_chars: longer responses are rejected (``response_too_long``). 100,000
-            characters is about 25,000 English tokens, above any SFT target we train on, and far
+            characters is roughly 25,000 English tokens, longer than typical SFT responses, and far
             below the 20 MiB records that broken exports produce.
         max_prompt_chars: longer prompts are rejected (``prompt_too_long``). 200,000, so long
             context documents pass.

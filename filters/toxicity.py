@@ -65,8 +65,8 @@ class HFClassifierScorer:
     """A transformers sequence-classification model; the toxic class is found by name in ``id2label``.
 
     ``model_id_or_path`` is a local directory or a Hugging Face model id. Inputs longer than the
-    model's window are truncated, so keep stage-1 chunks below it (about 200 words for a 512-token
-    model). ``languages=None`` means the model is trusted for every language.
+    model's window are truncated, so keep stage-1 chunks below it (roughly 200 English words for a
+    512-token model). ``languages=None`` means the model is trusted for every language.
     """
 
     def __init__(
@@ -92,8 +92,8 @@ class HFClassifierScorer:
                 f"valid labels are {sorted(labels)}; pass one of them as toxic_label."
             )
         self._toxic_index = labels[toxic_label.lower()]
-        # Several independent sigmoid outputs (multi-label heads such as toxic/insult/threat) use
-        # a sigmoid per label; one softmax over mutually exclusive classes otherwise.
+        # Multi-label heads (toxic, insult, threat, ...) score each label with its own sigmoid.
+        # Single-label heads use one softmax over mutually exclusive classes.
         self._multi_label = self._model.config.problem_type == "multi_label_classification"
         self._batch_size = batch_size
         self._max_length = max_length
