@@ -7,10 +7,9 @@ row per record that could not become a sample, with a stable ``reason``) and per
 Record shapes (``SourceConfig.shape``; ``auto`` tries them in this order):
 
 - ``messages``: a ``messages`` list of ``{role, content}`` turns, or a ShareGPT ``conversations``
-  list of ``{from, value}`` turns. The response is the last assistant turn. The prompt is the
-  turns before it: a lone user turn (after any system turns) stays as it is, with the system text
-  and a blank line in front; anything longer is rendered as ``role: content`` lines. The original
-  turns are kept as JSON in ``messages``.
+  list of ``{from, value}`` turns. The response is the last assistant turn, and the prompt is
+  rendered from the turns before it by ``render_chat_prompt``. The original turns are kept as
+  JSON in ``messages``.
 - ``alpaca``: ``instruction`` plus optional ``input`` (or ``context``), joined with a blank line,
   is the prompt; ``output`` (or ``response``) is the response.
 - ``prompt_response``: the first non-null of ``PROMPT_FIELDS`` and of ``RESPONSE_FIELDS``.
@@ -168,7 +167,9 @@ def normalize_turns(raw_turns: object) -> list[dict[str, str]]:
         if content is None:
             content = ""
         if not isinstance(content, str):
-            raise RecordError(INVALID_FIELD, f"messages[{index}].content is {type(content).__name__}, expected a string")
+            raise RecordError(
+                INVALID_FIELD, f"messages[{index}].content is {type(content).__name__}, expected a string"
+            )
         turns.append({"role": ROLE_NAMES[role.lower()], "content": content})
     return turns
 
@@ -177,8 +178,8 @@ def render_chat_prompt(turns: list[dict[str, str]]) -> str:
     """Render chat turns as one prompt string.
 
     A single user turn (after any system turns) stays as it is, with the system text and a blank
-    line in front. Anything longer becomes one ``role: content`` line per turn, so the model sees
-    who said what.
+    line in front. Anything longer becomes one ``role: content`` line per turn, so the speaker of
+    every turn stays visible.
     """
     system = [turn["content"] for turn in turns if turn["role"] == "system"]
     others = [turn for turn in turns if turn["role"] != "system"]
@@ -261,7 +262,9 @@ def map_record(record: dict[str, Any], source: "SourceConfig") -> dict[str, Any]
     if shape == "messages":
         _, raw_turns = view.take("messages", MESSAGES_FIELDS)
         if raw_turns is None:
-            raise RecordError(MISSING_FIELD, f"messages: none of the fields {', '.join(MESSAGES_FIELDS)} is present")
+            raise RecordError(
+                MISSING_FIELD, f"messages: none of the fields {', '.join(MESSAGES_FIELDS)} is present"
+            )
         if isinstance(raw_turns, str):  # some exports store the turns as a JSON string
             try:
                 raw_turns = json.loads(raw_turns)
@@ -325,14 +328,15 @@ class _Collector:
     def add_record(self, record: object, file: str, line: int) -> bool:
         """Map one parsed record; return True when it was loaded, False when quarantined."""
         if not isinstance(record, dict):
-            self.reject(file, line, NOT_AN_OBJECT, f"the record is a JSON {type(record).__name__}, expected an object")
+            kind = type(record).__name__
+            self.reject(file, line, NOT_AN_OBJECT, f"the record is a JSON {kind}, expected an object")
             return False
         try:
             self.rows.append(map_record(record, self.source))
         except RecordError as error:
             self.reject(file, line, error.reason, error.detail)
             return False
-        except Exception as error:  # one odd record must not stop the file; it is kept in quarantine
+        except Exception as error:  # an unexpected error quarantines this record and the file goes on
             self.reject(file, line, f"error_{type(error).__name__}", str(error)[:500])
             return False
         return True
@@ -364,7 +368,7 @@ def assign_sample_ids(source_name: str, rows: list[dict[str, Any]]) -> list[str]
 def _meta_json(meta: dict[str, Any]) -> str:
     try:
         return json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str, allow_nan=False)
-    except ValueError:  # NaN or infinity, which JSON cannot hold: store them as null
+    except ValueError:  # JSON has no NaN or infinity, so they are stored as null
         return json.dumps(_replace_non_finite(meta), ensure_ascii=False, sort_keys=True, default=str)
 
 
@@ -380,7 +384,10 @@ def _replace_non_finite(value: Any) -> Any:
 
 def samples_frame(source_name: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
     """Build the ``SAMPLE_SCHEMA`` frame for mapped rows, assigning sample ids and serializing meta."""
-    columns: dict[str, list[Any]] = {"sample_id": assign_sample_ids(source_name, rows), "source": [source_name] * len(rows)}
+    columns: dict[str, list[Any]] = {
+        "sample_id": assign_sample_ids(source_name, rows),
+        "source": [source_name] * len(rows),
+    }
     for column in SAMPLE_SCHEMA:
         if column in columns:
             continue
@@ -419,7 +426,7 @@ def iter_lines(handle: BinaryIO, max_record_bytes: int) -> Iterator[tuple[int, b
         at_end = not chunk
         data = pending + chunk
         start = 0
-        # ``pending`` holds no line end except perhaps a final CR, so the search starts there.
+        # ``pending`` contains no line end except perhaps a final CR, so the search starts there.
         for match in _NEWLINE.finditer(data, max(len(pending) - 1, 0)):
             if not at_end and match.end() == len(data) and match.group() == b"\r":
                 break  # the LF of a CRLF may be in the next chunk
@@ -456,7 +463,8 @@ def _read_jsonl_file(path: Path, collector: _Collector, max_record_bytes: int) -
             for line_number, content, size in iter_lines(handle, max_record_bytes):
                 if content is None:
                     records += 1
-                    collector.reject(file, line_number, TOO_LARGE, f"{size} bytes, max_record_bytes is {max_record_bytes}")
+                    detail = f"{size} bytes, max_record_bytes is {max_record_bytes}"
+                    collector.reject(file, line_number, TOO_LARGE, detail)
                     continue
                 if not content.strip():
                     continue
@@ -475,7 +483,8 @@ def _load_json_line(content: bytes, file: str, line_number: int, collector: _Col
         text = content.decode("utf-8")
     except UnicodeDecodeError as error:
         bad = content[error.start : error.start + 1].hex()
-        collector.reject(file, line_number, INVALID_UTF8, f"byte 0x{bad} at offset {error.start} is not valid UTF-8")
+        detail = f"byte 0x{bad} at offset {error.start} is not valid UTF-8"
+        collector.reject(file, line_number, INVALID_UTF8, detail)
         return 0
     try:
         record = json.loads(text, parse_constant=_reject_constant)
@@ -490,7 +499,11 @@ def _load_json_line(content: bytes, file: str, line_number: int, collector: _Col
 
 
 def scan_parquet(path: str) -> pl.LazyFrame:
-    """Scan a local or ``hf://`` Parquet path with polars, adding the file path of every row."""
+    """Scan a local or ``hf://`` Parquet path with polars, adding the file path of every row.
+
+    NOTE: ``hf://`` paths go to polars unchanged and were only tested with local files in their
+    place, because the development machine has no network access.
+    """
     return pl.scan_parquet(path, include_file_paths=_FILE_COLUMN)
 
 

