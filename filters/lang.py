@@ -6,7 +6,6 @@ the Latin script it only recognizes English (by stopwords); other Latin-script t
 """
 
 import re
-import unicodedata
 
 # Languages written without spaces between words: shingle them by characters, not words.
 CHAR_SHINGLE_LANGS = frozenset({"zh", "ja", "th", "lo", "km", "my"})
@@ -18,29 +17,25 @@ _ENGLISH_STOPWORDS = frozenset(
 _WORD = re.compile(r"[A-Za-z]+")
 
 
+# One character class per script; counting with regular expressions keeps detection in C.
+_SCRIPTS = {
+    "kana": re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]"),
+    "han": re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff]"),
+    "hangul": re.compile(r"[\uac00-\ud7af\u1100-\u11ff]"),
+    "thai": re.compile(r"[\u0e00-\u0e7f]"),
+    "cyrillic": re.compile(r"[\u0400-\u04ff]"),
+    "arabic": re.compile(r"[\u0600-\u06ff]"),
+    "devanagari": re.compile(r"[\u0900-\u097f]"),
+    "latin": re.compile(r"[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f]"),
+}
+
+
 def _script_counts(text: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for char in text:
-        code = ord(char)
-        if 0x3040 <= code <= 0x30FF or 0x31F0 <= code <= 0x31FF:
-            script = "kana"
-        elif 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF:
-            script = "han"
-        elif 0xAC00 <= code <= 0xD7AF or 0x1100 <= code <= 0x11FF:
-            script = "hangul"
-        elif 0x0E00 <= code <= 0x0E7F:
-            script = "thai"
-        elif 0x0400 <= code <= 0x04FF:
-            script = "cyrillic"
-        elif 0x0600 <= code <= 0x06FF:
-            script = "arabic"
-        elif 0x0900 <= code <= 0x097F:
-            script = "devanagari"
-        elif char.isalpha() and unicodedata.name(char, "").startswith("LATIN"):
-            script = "latin"
-        else:
-            continue
-        counts[script] = counts.get(script, 0) + 1
+    counts = {}
+    for script, pattern in _SCRIPTS.items():
+        found = len(pattern.findall(text))
+        if found:
+            counts[script] = found
     return counts
 
 
