@@ -8,6 +8,7 @@ cosine similarity to the row's prompt (the response when the prompt is empty).
 """
 
 import logging
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,11 +118,19 @@ def _embedding_texts(frame: pl.DataFrame) -> list[str]:
     return texts
 
 
+# Built-in prototypes per embedder, computed once per process.
+_BUILTIN_CACHE: "weakref.WeakKeyDictionary[Embedder, dict[str, np.ndarray]]" = weakref.WeakKeyDictionary()
+
+
 def builtin_prototypes(embedder: Embedder, examples: dict[str, tuple[str, ...]] = TASK_EXAMPLES) -> dict[str, np.ndarray]:
     """Return one unit-length prototype per task from example prompts."""
+    if examples is TASK_EXAMPLES and embedder in _BUILTIN_CACHE:
+        return dict(_BUILTIN_CACHE[embedder])
     prototypes = {}
     for task, prompts in examples.items():
         prototypes[task] = _normalize(embedder.encode(list(prompts)).mean(axis=0))
+    if examples is TASK_EXAMPLES:
+        _BUILTIN_CACHE[embedder] = dict(prototypes)
     return prototypes
 
 
