@@ -113,6 +113,8 @@ def sample_mixture(
 
     Returns the drawn rows with all input columns, shuffled, plus ``mixture_position`` (0..n-1, Int64).
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r} is invalid; use an int >= 0")
     if "task" not in samples.columns:
         raise ValueError(f"samples has no 'task' column (columns: {samples.columns}); add the task label first")
     ordered = samples.sort("sample_id", maintain_order=True) if "sample_id" in samples.columns else samples

@@ -109,6 +109,11 @@ def test_sample_mixture_never_draws_unweighted_task():
     assert set(mixture["task"].to_list()) == {"math"}
 
 
+def test_sample_mixture_rejects_negative_seed():
+    with pytest.raises(ValueError, match="seed"):
+        sample_mixture(make_samples({"math": 3}), {"math": 1.0}, total=2, seed=-1)
+
+
 def test_plan_mixture_moves_weight_off_task_without_rows(caplog):
     with caplog.at_level(logging.WARNING, logger="trainer.data"):
         plan = plan_mixture({"math": 100}, {"math": 0.5, "ghost": 0.5}, total=10)
