@@ -66,6 +66,19 @@ _INSTRUCTION_START = re.compile(
 )
 
 
+# Sentences that set up a case or a supposition instead of asserting a fact. A proof by
+# contradiction ("Assume X. ... Thus X is impossible.") or a case split ("For d=1, ... For d=3,
+# ...") would otherwise read as a contradiction.
+_HYPOTHETICAL_START = re.compile(
+    r"^\s*(?:assume|assuming|suppose|supposing|if|let|define|consider|case|when|whenever|otherwise|"
+    r"for\s+(?:example|instance|each|every|all|any|some|[a-zA-Z]\b|[a-zA-Z]_?\w*\s*[=<>≤≥]))\b",
+    re.IGNORECASE,
+)
+# Equations, inequalities and LaTeX math: the NLI model cannot read them, so numeric claims are
+# left to the rule-based math checks of stage 3.
+_FORMULA = re.compile(r"[=<>≤≥≠≡^|]|\\[a-zA-Z]+|\$[^$]+\$|\\\(")
+
+
 def _protect(text: str) -> tuple[str, list[str]]:
     spans: list[str] = []
 
@@ -163,6 +176,17 @@ def split_sentences(text: str | None) -> list[str]:
 def is_question(sentence: str) -> bool:
     """Return True when the sentence ends with a question mark (ASCII or full-width)."""
     return sentence.rstrip(" \"'”’)」").endswith(("?", "？"))
+
+
+def is_hypothetical(sentence: str) -> bool:
+    """Return True for a sentence that sets up a supposition or a case ("Assume ...", "If ...",
+    "Let ...", "For n = 2, ...") instead of asserting a fact."""
+    return _HYPOTHETICAL_START.match(sentence) is not None
+
+
+def has_formula(sentence: str) -> bool:
+    """Return True when the sentence contains an equation, an inequality or LaTeX math."""
+    return _FORMULA.search(sentence) is not None
 
 
 def is_final_answer(sentence: str) -> bool:

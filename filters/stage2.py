@@ -25,7 +25,6 @@ already crossed the threshold. So is a sample that had more related pairs than
 changing a threshold never re-runs the model.
 """
 
-import json
 import logging
 import time
 from collections.abc import MutableMapping
@@ -34,11 +33,18 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from filters.consistency import NliScorer, score_with_cache
+from filters.consistency import (
+    KIND_PROMPT_VS_RESPONSE,
+    NliScorer,
+    PairPlanner,
+    SamplePlan,
+    rank_candidates,
+    score_with_cache,
+    word_overlap,
+)
 from filters.embed import Embedder
 from filters.lang import detect_lang
-from filters.schema import StageResult, concat_ledgers, ledger_rows
-from filters.stage2_pairs import SamplePlan, plan_sample
+from filters.schema import StageResult, concat_ledgers, ledger_rows, to_json
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +71,23 @@ SCORE_COLUMNS: dict[str, pl.DataType] = {
 class Stage2Config:
     """Settings of the NLI consistency stage.
 
-    ``max_contradiction_prob`` defaults to 0.7. On the offline nli-minilm-l6 checkpoint, a
-    per-pair threshold of 0.7 gives contradiction precision 0.90 and recall 0.75 on SNLI test
-    (0.85 / 0.50 on MultiNLI mismatched). The contradictions in the project's test cases score at
-    least 0.75 under the min-of-both-directions rule, and the non-contradicting controls score
-    at most 0.5. It is not calibrated for other checkpoints.
+    ``max_contradiction_prob`` defaults to 0.6, measured with the offline nli-minilm-l6 checkpoint
+    and the min-of-both-directions pair score. The weakest true contradiction among the project's
+    test cases ("opens at 9 am on weekdays" / "is closed on weekdays") scores 0.67, the
+    non-contradicting controls score at most 0.14, and 4 of 200 CHAMP reference solutions (which
+    are correct) are flagged at 0.6 against 11 at 0.5. On SNLI test, single-direction P(C) >= 0.5
+    gives contradiction precision 0.85 and recall 0.82 (model card). Recalibrate for another
+    checkpoint.
     """
 
-    max_contradiction_prob: float = 0.7  # reject when a pair's P(contradiction) >= this, in [0, 1]
+    max_contradiction_prob: float = 0.6  # reject when a pair's P(contradiction) >= this, in [0, 1]
     min_pair_cosine: float = 0.5  # pair two sentences only when their embedding cosine >= this, in [-1, 1]
     max_pairs_per_sample: int = 64  # sentence pairs scored per sample; more makes it unchecked_truncated
     languages: tuple[str, ...] = ("en",)  # ISO 639-1 codes the NLI model supports
     check_prompt_premises: bool = True  # pair statements in the prompt with response sentences
     check_final_answer: bool = True  # pair the final-answer sentence with the reasoning sentences
     min_sentence_words: int = 3  # sentences with fewer words (2+ letters each) are not paired
+    skip_formula_sentences: bool = True  # leave sentences with equations or LaTeX to the stage 3 math checks
     window_overlap_ratio: float = 0.25  # overlap of the windows a long sentence is cut into, in [0, 0.9]
     batch_size: int = 64  # directed pairs per model call
     samples_per_chunk: int = 256  # samples whose pairs are embedded and scored together
@@ -87,7 +96,7 @@ class Stage2Config:
         if not 0.0 <= self.max_contradiction_prob <= 1.0:
             raise ValueError(
                 f"max_contradiction_prob must be in [0, 1], got {self.max_contradiction_prob}; "
-                "0.7 is the tested default for nli-minilm-l6"
+                "0.6 is the tested default for nli-minilm-l6"
             )
         if not -1.0 <= self.min_pair_cosine <= 1.0:
             raise ValueError(
@@ -112,7 +121,20 @@ def _sample_language(row: dict) -> str:
     return detect_lang(row.get("response") or "")
 
 
-def _plan_chunk(rows: list[dict], config: Stage2Config, nli: NliScorer, embedder: Embedder | None) -> list[SamplePlan]:
+def _make_planner(config: Stage2Config, nli: NliScorer) -> PairPlanner:
+    return PairPlanner(
+        nli,
+        min_sentence_words=config.min_sentence_words,
+        window_overlap_ratio=config.window_overlap_ratio,
+        check_prompt_premises=config.check_prompt_premises,
+        check_final_answer=config.check_final_answer,
+        skip_formula_sentences=config.skip_formula_sentences,
+    )
+
+
+def _plan_chunk(
+    rows: list[dict], config: Stage2Config, planner: PairPlanner, embedder: Embedder | None
+) -> list[SamplePlan]:
     plans = []
     for row in rows:
         try:
@@ -120,30 +142,111 @@ def _plan_chunk(rows: list[dict], config: Stage2Config, nli: NliScorer, embedder
             if lang not in config.languages:
                 plans.append(SamplePlan(unchecked_reason="unsupported_language", lang=lang))
                 continue
-            plans.append(plan_sample(row.get("prompt"), row.get("response"), config, nli))
+            plan = planner.plan(row.get("prompt"), row.get("response"))
+            plan.lang = lang
+            plans.append(plan)
         except Exception as error:  # noqa: BLE001 - a per-sample failure becomes an error_* rejection
             plans.append(SamplePlan(error=f"{type(error).__name__}: {error}"))
-    _prune_by_cosine(plans, config, embedder)
+
+    similarities = _similarities(plans, embedder)
+    for plan, similarity in zip(plans, similarities):
+        if plan.error or not plan.candidates:
+            continue
+        try:
+            _select_pairs(plan, similarity, config, planner, pruned=embedder is not None)
+        except Exception as error:  # noqa: BLE001 - a per-sample failure becomes an error_* rejection
+            plan.units = []
+            plan.error = f"{type(error).__name__}: {error}"
     return plans
 
 
-def _prune_by_cosine(plans: list[SamplePlan], config: Stage2Config, embedder: Embedder | None) -> None:
-    """Embed every candidate text of the chunk once and keep pairs with cosine >= min_pair_cosine."""
-    texts = sorted({text for plan in plans for candidate in plan.candidates for text in candidate.texts()})
-    if embedder is None or not texts:
-        for plan in plans:
-            plan.select(None, config.max_pairs_per_sample)
-        return
+def _similarities(plans: list[SamplePlan], embedder: Embedder | None) -> list[list[float]]:
+    """Return per plan the similarity of each candidate pair.
+
+    With an embedder this is the cosine of the two sentence embeddings; every distinct text of the
+    chunk is embedded once. Without one it is the word overlap, used only to order pairs.
+    """
+    if embedder is None:
+        return [[word_overlap(c.premise, c.hypothesis) for c in plan.candidates] for plan in plans]
+    texts = sorted({text for plan in plans for c in plan.candidates for text in (c.premise, c.hypothesis)})
+    if not texts:
+        return [[] for _ in plans]
     vectors = embedder.encode(texts)
     row_of = {text: i for i, text in enumerate(texts)}
-    for plan in plans:
-        if plan.error or not plan.candidates:
-            plan.select(None, config.max_pairs_per_sample)
-            continue
-        cosines = [
-            float(np.dot(vectors[row_of[c.premise_whole]], vectors[row_of[c.hypothesis_whole]])) for c in plan.candidates
+    return [
+        [float(np.dot(vectors[row_of[c.premise]], vectors[row_of[c.hypothesis]])) for c in plan.candidates]
+        for plan in plans
+    ]
+
+
+def _select_pairs(
+    plan: SamplePlan, similarity: list[float], config: Stage2Config, planner: PairPlanner, *, pruned: bool
+) -> None:
+    """Keep related pairs (cosine >= min_pair_cosine), apply the per-sample cap, window long pairs."""
+    candidates = plan.candidates
+    if pruned:
+        # The embedder truncates long sentences too, so an over-window pair is never pruned as unrelated.
+        related = [
+            k
+            for k, value in enumerate(similarity)
+            if value >= config.min_pair_cosine or planner.exceeds_window(candidates[k])
         ]
-        plan.select(cosines, config.max_pairs_per_sample, config.min_pair_cosine)
+        candidates = [candidates[k] for k in related]
+        similarity = [similarity[k] for k in related]
+    order = rank_candidates(candidates, similarity)
+    if len(order) > config.max_pairs_per_sample:
+        plan.pairs_over_cap = len(order) - config.max_pairs_per_sample
+        plan.unchecked_reason = "pair_cap"
+        order = order[: config.max_pairs_per_sample]
+    for k in order:
+        plan.units.extend(planner.windows(candidates[k]))
+    if plan.unchecked_reason is None and any(unit.windowed for unit in plan.units):
+        plan.unchecked_reason = "sentence_over_window"
+    if not plan.units and plan.unchecked_reason is None:
+        plan.unchecked_reason = "no_related_pairs" if candidates != plan.candidates else "no_checkable_pairs"
+
+
+def _summarize(plan: SamplePlan, probs: np.ndarray, error: str | None, model_name: str) -> dict:
+    """Reduce one sample's directed scores (shape (units, 2)) to its row of SCORE_COLUMNS."""
+    row = dict.fromkeys(SCORE_COLUMNS)
+    row["nli_model"] = model_name
+    row["nli_pairs_scored"] = 0
+    row["nli_error"] = plan.error or error
+    reason = plan.unchecked_reason
+    if reason is None and not plan.candidates and not plan.units:
+        reason = "no_checkable_pairs"
+    row["nli_unchecked_reason"] = reason
+    if row["nli_error"] or not plan.units:
+        if plan.lang is not None or reason is not None:
+            row["nli_evidence"] = to_json({"reason": reason, "lang": plan.lang})
+        return row
+
+    pair_probs = probs.min(axis=1)
+    best = int(np.argmax(pair_probs))
+    unit = plan.units[best]
+    candidate = unit.candidate
+    row["max_contradiction_prob"] = float(pair_probs[best])
+    row["nli_pairs_scored"] = len(plan.units)
+    row["evidence_premise"] = unit.premise
+    row["evidence_hypothesis"] = unit.hypothesis
+    row["nli_evidence"] = to_json(
+        {
+            "kind": candidate.kind,
+            "premise": unit.premise,
+            "hypothesis": unit.hypothesis,
+            "premise_from": "prompt" if candidate.kind == KIND_PROMPT_VS_RESPONSE else "response",
+            "premise_index": candidate.premise_index,
+            "hypothesis_index": candidate.hypothesis_index,
+            "p_contradiction_forward": round(float(probs[best, 0]), 4),
+            "p_contradiction_backward": round(float(probs[best, 1]), 4),
+            "windowed": unit.windowed,
+            "pairs_scored": len(plan.units),
+            "pairs_over_cap": plan.pairs_over_cap,
+            "unchecked_reason": reason,
+            "model": model_name,
+        }
+    )
+    return row
 
 
 def _score_directed(
@@ -187,7 +290,7 @@ def _score_rows(plans: list[SamplePlan], nli: NliScorer, config: Stage2Config, c
         plan_errors = [e for e in errors[cursor : cursor + count] if e]
         plan_probs = probs[cursor : cursor + count].reshape(-1, 2)
         cursor += count
-        rows.append(plan.summarize(plan_probs, plan_errors[0] if plan_errors else None, nli.name))
+        rows.append(_summarize(plan, plan_probs, plan_errors[0] if plan_errors else None, nli.name))
     return rows
 
 
@@ -205,11 +308,12 @@ def score_stage2(
     started = time.perf_counter()
     if embedder is None:
         log.warning("stage 2 runs without an embedder: every sentence pair is scored, expect more false contradictions")
+    planner = _make_planner(config, nli)
     rows = samples.select("prompt", "response", *(["lang"] if "lang" in samples.columns else [])).to_dicts()
     scored: list[dict] = []
     pairs_total = 0
     for begin in range(0, len(rows), config.samples_per_chunk):
-        plans = _plan_chunk(rows[begin : begin + config.samples_per_chunk], config, nli, embedder)
+        plans = _plan_chunk(rows[begin : begin + config.samples_per_chunk], config, planner, embedder)
         chunk_rows = _score_rows(plans, nli, config, cache)
         scored.extend(chunk_rows)
         pairs_total += sum(row["nli_pairs_scored"] for row in chunk_rows)
@@ -288,8 +392,3 @@ def run_stage2(
     """
     scored = score_stage2(samples, config, nli, embedder, cache)
     return decide_stage2(scored, config)
-
-
-def evidence_of(detail: str) -> dict:
-    """Parse the JSON ``detail`` of a ``contradiction`` ledger row."""
-    return json.loads(detail)
