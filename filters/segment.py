@@ -76,7 +76,7 @@ _HYPOTHETICAL_START = re.compile(
 )
 # Equations, inequalities and LaTeX math: the NLI model cannot read them, so numeric claims are
 # left to the rule-based math checks of stage 3.
-_FORMULA = re.compile(r"[=<>≤≥≠≡^|]|\\[a-zA-Z]+|\$[^$]+\$|\\\(")
+_FORMULA = re.compile(r"[=<>≤≥≠≡≈^|√∑∏∫±×÷∞]|\\[a-zA-Z]+|\$[^$]+\$|\\\(")
 
 
 def _protect(text: str) -> tuple[str, list[str]]:

@@ -7,11 +7,16 @@ Three kinds of sentence pairs are scored:
   against each other response sentence;
 - ``prompt_vs_response``: a statement made in the prompt against each response sentence.
 
-Questions, instructions and sentences with fewer than ``min_sentence_words`` words are never
-paired. With an embedder, only pairs whose cosine similarity reaches ``min_pair_cosine`` are
-scored, because the model calls many unrelated same-topic statements contradictions. Each pair is
-scored in both directions and its score is the smaller P(contradiction), which suppresses
-one-directional false alarms. A sample is rejected with reason ``contradiction`` when any pair
+Questions, instructions, suppositions ("Assume ...", "If ...", "For n = 2, ..."), sentences with
+equations or LaTeX (left to the stage 3 math checks) and sentences with fewer than
+``min_sentence_words`` words are never paired. Neither are enumerated siblings such as "Item 3:
+..." and "Item 4: ...", which describe different entities.
+
+With an embedder, only pairs whose cosine similarity reaches ``min_pair_cosine`` are scored,
+because the model calls many unrelated same-topic statements contradictions. Without one, every
+pair is a candidate and word overlap only orders them for the cap. Each pair is scored in both
+directions and its score is the smaller P(contradiction), which suppresses one-directional false
+alarms. A sample is rejected with reason ``contradiction`` when any pair
 scores at least ``max_contradiction_prob``. Entailment is never consulted, so it cannot cancel a
 contradiction.
 
@@ -19,7 +24,8 @@ Nothing is truncated. A sentence too long for the model window is cut into overl
 that are scored separately, and the sample is then reported ``unchecked_truncated`` unless a pair
 already crossed the threshold. So is a sample that had more related pairs than
 ``max_pairs_per_sample``. A sample with no scorable pair, or outside ``languages``, is kept as
-``not_checked``; it is never reported ``consistent``.
+``not_checked`` and is never reported ``consistent``. The offline model is English only (38%
+accuracy on Chinese XNLI), so ``languages`` defaults to ``("en",)``.
 
 ``score_stage2`` writes the score columns and ``decide_stage2`` applies the thresholds, so
 changing a threshold never re-runs the model.
@@ -57,7 +63,7 @@ STATUS_UNCHECKED_TRUNCATED = "unchecked_truncated"
 
 SCORE_COLUMNS: dict[str, pl.DataType] = {
     "max_contradiction_prob": pl.Float64,  # max over scored pairs of min(P(C) forward, P(C) backward)
-    "nli_pairs_scored": pl.Int32,  # sentence pairs scored, each in both directions
+    "nli_pairs_scored": pl.Int32,  # premise/hypothesis pairs scored (each window pair counts), both directions
     "evidence_premise": pl.String,  # earlier text of the max pair
     "evidence_hypothesis": pl.String,  # later text of the max pair
     "nli_evidence": pl.String,  # JSON: kind, indices and both directions' P(C) of the max pair
@@ -78,6 +84,10 @@ class Stage2Config:
     are correct) are flagged at 0.6 against 11 at 0.5. On SNLI test, single-direction P(C) >= 0.5
     gives contradiction precision 0.85 and recall 0.82 (model card). Recalibrate for another
     checkpoint.
+
+    NOTE: on math prose the default over-rejects. It flagged 61 of 200 GPT-3.5 CHAMP solutions,
+    mostly parallel case statements ("Therefore, d must be 0." / "Therefore, c must be 0.") that
+    the model reads as contradictions. Math correctness belongs to the stage 3 answer checks.
     """
 
     max_contradiction_prob: float = 0.6  # reject when a pair's P(contradiction) >= this, in [0, 1]

@@ -1,6 +1,8 @@
-"""Stage 2 end to end: the NLI cases 08 and 09, plus decision, status and error handling.
+"""Stage 2 end to end: long texts that a truncating check would miss, short contradictions with
+label-order and decision-rule traps, plus status and error handling.
 
-Status names: a sample with nothing scored is ``not_checked`` (case 08 calls it "unchecked").
+A sample with nothing scored gets status ``not_checked``; the field report this follows called
+it "unchecked".
 """
 
 import json
@@ -93,7 +95,7 @@ def embedder():
 
 
 @pytest.fixture(scope="module")
-def case_08(nli, embedder):
+def long_text_results(nli, embedder):
     samples = make_samples(CASE_08)
     result = run_stage2(samples, Stage2Config(), nli, embedder)
     result.check_conservation(samples["sample_id"])
@@ -101,19 +103,19 @@ def case_08(nli, embedder):
 
 
 @pytest.fixture(scope="module")
-def case_09(nli, embedder):
+def short_text_results(nli, embedder):
     samples = make_samples(CASE_09)
     result = run_stage2(samples, Stage2Config(), nli, embedder)
     result.check_conservation(samples["sample_id"])
     return by_origin(result, samples)
 
 
-# Case 08: long texts, truncation, nothing checked --------------------------------------------
+# Long texts, truncation, nothing checked -----------------------------------------------------
 
 
 @needs_model
-def test_case08_n1_flags_first_vs_last_sentence(case_08):
-    _, rejected = case_08
+def test_long_text_n1_flags_first_vs_last_sentence(long_text_results):
+    _, rejected = long_text_results
     detail = json.loads(rejected["n1"]["detail"])
     assert rejected["n1"]["reason"] == "contradiction"
     assert detail["kind"] == "within_response"
@@ -123,8 +125,8 @@ def test_case08_n1_flags_first_vs_last_sentence(case_08):
 
 
 @needs_model
-def test_case08_n2_pairs_given_clause_with_last_sentence(case_08):
-    kept, rejected = case_08
+def test_long_text_n2_pairs_given_clause_with_last_sentence(long_text_results):
+    kept, rejected = long_text_results
     row = kept.get("n2") or json.loads(rejected["n2"]["detail"])
     evidence = json.loads(row["nli_evidence"]) if "nli_evidence" in row else row
     assert evidence["kind"] == "prompt_vs_response"
@@ -134,30 +136,30 @@ def test_case08_n2_pairs_given_clause_with_last_sentence(case_08):
 
 @needs_model
 @pytest.mark.xfail(strict=True, reason="nli-minilm-l6 scores locked/open on weekends as entailment (P(C) about 0.18-0.33)")
-def test_case08_n2_flagged_by_real_model(case_08):
-    _, rejected = case_08
+def test_long_text_n2_flagged_by_real_model(long_text_results):
+    _, rejected = long_text_results
     assert rejected["n2"]["reason"] == "contradiction"
 
 
 @needs_model
-def test_case08_n3_control_is_consistent(case_08):
-    kept, rejected = case_08
+def test_long_text_n3_control_is_consistent(long_text_results):
+    kept, rejected = long_text_results
     assert "n3" not in rejected
     assert kept["n3"]["nli_status"] == "consistent"
 
 
 @needs_model
-def test_case08_n4_whitespace_is_not_checked(case_08):
-    kept, _ = case_08
+def test_long_text_n4_whitespace_is_not_checked(long_text_results):
+    kept, _ = long_text_results
     assert kept["n4"]["nli_status"] == "not_checked"
     assert kept["n4"]["nli_pairs_scored"] == 0
     assert kept["n4"]["max_contradiction_prob"] is None
 
 
 @needs_model
-def test_case08_scores_more_than_one_pair_without_pruning(nli):
-    """With the default cosine pruning n1 and n2 keep one related pair each; with pruning off they
-    are split into many sentence pairs, none of them the whole truncated text."""
+def test_long_text_scores_more_than_one_pair_without_pruning(nli):
+    """With cosine pruning n1 and n2 keep one related pair each. Without an embedder they are split
+    into many sentence pairs, and no pair is the whole truncated text."""
     samples = make_samples({"n1": CASE_08["n1"], "n2": CASE_08["n2"]})
     scored = score_stage2(samples, Stage2Config(max_pairs_per_sample=8), nli, None)
     assert scored["nli_pairs_scored"].to_list() == [8, 8]
@@ -165,7 +167,7 @@ def test_case08_scores_more_than_one_pair_without_pruning(nli):
 
 
 @needs_model
-def test_case08_sentence_over_window_is_unchecked_truncated(nli, embedder):
+def test_long_text_sentence_over_window_is_unchecked_truncated(nli, embedder):
     long_sentence = "The maintenance window is on Tuesday at 02:00 and " + " and ".join(
         f"the checklist entry {i} was reviewed by the night shift" for i in range(30)
     )
@@ -178,33 +180,33 @@ def test_case08_sentence_over_window_is_unchecked_truncated(nli, embedder):
     assert row["nli_pairs_scored"] > 1
 
 
-# Case 09: decision rule and label order -------------------------------------------------------
+# Short contradictions: decision rule and label order -----------------------------------------
 
 
 @needs_model
-def test_case09_flags_p1_p2_p3(case_09):
-    _, rejected = case_09
+def test_short_text_flags_p1_p2_p3(short_text_results):
+    _, rejected = short_text_results
     assert {"p1", "p2", "p3"} <= set(rejected)
     assert all(row["reason"] == "contradiction" for row in rejected.values())
 
 
 @needs_model
-def test_case09_keeps_p4_p5(case_09):
-    kept, _ = case_09
+def test_short_text_keeps_p4_p5(short_text_results):
+    kept, _ = short_text_results
     assert kept["p4"]["nli_status"] == "consistent"
     assert kept["p5"]["nli_status"] == "consistent"
 
 
 @needs_model
 @pytest.mark.xfail(strict=True, reason="nli-minilm-l6 scores older/younger as entailment (P(C) about 0.14-0.33)")
-def test_case09_p6_flagged_by_real_model(case_09):
-    _, rejected = case_09
+def test_short_text_p6_flagged_by_real_model(short_text_results):
+    _, rejected = short_text_results
     assert "p6" in rejected
 
 
 @needs_model
-def test_case09_p1_evidence_is_sentence_1_vs_5(case_09):
-    _, rejected = case_09
+def test_short_text_p1_evidence_is_sentence_1_vs_5(short_text_results):
+    _, rejected = short_text_results
     detail = json.loads(rejected["p1"]["detail"])
     assert (detail["premise_index"], detail["hypothesis_index"]) == (0, 4)
     assert rejected["p1"]["score"] >= rejected["p1"]["threshold"]
@@ -212,25 +214,25 @@ def test_case09_p1_evidence_is_sentence_1_vs_5(case_09):
 
 
 @needs_model
-def test_case09_evidence_of_p2_p3(case_09):
-    _, rejected = case_09
+def test_short_text_evidence_of_p2_p3(short_text_results):
+    _, rejected = short_text_results
     for origin_id in ("p2", "p3"):
         detail = json.loads(rejected[origin_id]["detail"])
         assert (detail["premise_index"], detail["hypothesis_index"]) == (0, 2)
 
 
 @needs_model
-def test_case09_permuted_checkpoint_flags_same_set(case_09, embedder, tmp_path):
+def test_short_text_permuted_checkpoint_flags_same_set(short_text_results, embedder, tmp_path):
     """A copy whose classifier rows and id2label are reordered (entailment, neutral, contradiction)
     must flag exactly the same samples as the original checkpoint."""
     permuted = CrossEncoderNli(str(_copy_checkpoint(tmp_path / "permuted", [1, 2, 0])))
     samples = make_samples(CASE_09)
     _, rejected = by_origin(run_stage2(samples, Stage2Config(), permuted, embedder), samples)
     assert permuted.contradiction_index == 2
-    assert set(rejected) == set(case_09[1])
+    assert set(rejected) == set(short_text_results[1])
 
 
-def test_case09_entailment_does_not_cancel_contradiction():
+def test_short_text_entailment_does_not_cancel_contradiction():
     """Every pair of p1 but one is near-certain non-contradiction; the one strong pair decides."""
     sentences = [s.strip() for s in CASE_09["p1"][1].split(". ")]
     first, last = sentences[0] + ".", sentences[-1]
