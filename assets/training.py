@@ -57,7 +57,8 @@ def trained_model(
     if rows.height == 0:
         raise Failure(description=f"training_mixture for round {round_key} is empty; materialize it first")
     model, tokenizer, started_from = _load_start_model(warehouse, causal_lm, round_key, config)
-    examples, truncated = build_examples(rows.to_dicts(), tokenizer, config.max_seq_len)
+    examples = build_examples(rows, tokenizer, config.max_seq_len)
+    truncated = sum(bool(example.get("truncated")) for example in examples)
     train_config = TrainConfig(
         max_steps=config.max_steps,
         batch_size=config.batch_size,
@@ -125,6 +126,7 @@ def task_error_stats(
         [config.max_eval_per_task],
     )
     started = time.perf_counter()
+    scorers = build_task_scorers()
     stats = evaluate(
         model,
         tokenizer,
@@ -134,7 +136,8 @@ def task_error_stats(
             max_generate_per_task=config.max_generate_per_task,
             max_new_tokens=config.max_new_tokens,
         ),
-        scorers=build_task_scorers(),
+        scorers={task: scorer for task, (_, scorer) in scorers.items()},
+        accuracy_kinds={task: kind for task, (kind, _) in scorers.items()},
     )
     feedback = stats.with_columns(
         pl.lit(round_key, dtype=pl.Int64).alias("round"), pl.lit(path).alias("checkpoint_path")

@@ -43,14 +43,16 @@ def run_round(defs, instance, round_key: str) -> float:
 
 
 def rounds_from_sensor(defs, instance) -> list[str]:
-    """Evaluate the round sensor once and apply what it requests: add partitions, return run keys."""
-    from dagster import build_sensor_context
+    """Evaluate the round sensor once, as the daemon would, and return the rounds it requests."""
+    from dagster import build_sensor_context, partition_loading_context
 
     sensor = defs.resolve_sensor_def("next_round_sensor")
-    context = build_sensor_context(instance=instance, definitions=defs)
-    data = sensor.evaluate_tick(context)
-    for request in data.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    context = build_sensor_context(
+        instance=instance, definitions=defs, resources={"round_policy": defs.resources["round_policy"]}
+    )
+    # Resolving the partitioned run request needs the instance that stores the dynamic partitions.
+    with partition_loading_context(dynamic_partitions_store=instance):
+        data = sensor.evaluate_tick(context)
     return [request.partition_key for request in data.run_requests or []]
 
 

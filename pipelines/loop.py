@@ -14,7 +14,6 @@ from dagster import (
     RunsFilter,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
-    SensorResult,
     SkipReason,
     asset_sensor,
     define_asset_job,
@@ -74,10 +73,10 @@ def next_round_sensor(context: SensorEvaluationContext, asset_event: EventLogEnt
     if upcoming is None:
         return SkipReason(f"round {partition} was the last of max_rounds={round_policy.max_rounds}")
     key = str(upcoming)
-    return SensorResult(
-        run_requests=[RunRequest(run_key=f"round-{key}", partition_key=key, tags={"curation/source_round": partition})],
-        dynamic_partitions_requests=[rounds.build_add_request([key])],
-    )
+    # Add the partition before requesting its run, so the request resolves against an existing key.
+    if not context.instance.has_dynamic_partition(rounds.name, key):
+        context.instance.add_dynamic_partitions(rounds.name, [key])
+    return RunRequest(run_key=f"round-{key}", partition_key=key, tags={"curation/source_round": partition})
 
 
 def sources_fingerprint(sources_path: str) -> str:
