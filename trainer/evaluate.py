@@ -29,7 +29,6 @@ EVAL_RESULT_SCHEMA: dict[str, pl.DataType] = {
     "generate_ms_per_sample": pl.Float64,  # wall time of greedy generation per generated row; null if none
     "peak_rss_mb": pl.Float64,  # peak resident memory of the process after this task
 }
-EVAL_ROW_COLUMNS = ("task", "prompt", "response", "reference", "tests", "entry_point", "item_id")
 
 Scorer = Callable[[str, dict], bool]
 
@@ -95,7 +94,7 @@ def evaluate(
             rows = _ordered(eval_rows.filter(pl.col("task") == task))
             result = {"task": task} | _score_loss(model, tokenizer, rows, config, pad_token_id)
             result |= _score_generations(model, tokenizer, rows, config, pad_token_id, scorers.get(task))
-            if task in scorers:
+            if result["accuracy"] is not None:
                 result["accuracy_kind"] = accuracy_kinds.get(task, "custom")
             result["peak_rss_mb"] = peak_rss_mb()
             results.append(result)

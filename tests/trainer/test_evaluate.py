@@ -119,6 +119,16 @@ def test_evaluate_batched_generation_matches_single(trained):
     assert outputs[1] == outputs[3]
 
 
+def test_evaluate_zero_generations_leave_accuracy_null(trained):
+    model, tokenizer = trained
+    config = EvalConfig(batch_size=2, max_seq_len=64, max_generate_per_task=0, max_new_tokens=6)
+    result = evaluate(model, tokenizer, EVAL_ROWS, config, scorers={"math": lambda text, row: True})
+    math_row = result.filter(pl.col("task") == "math").row(0, named=True)
+    assert math_row["accuracy"] is None
+    assert math_row["accuracy_kind"] is None
+    assert math_row["n_generated"] == 0
+
+
 def test_evaluate_restores_training_mode(trained):
     model, tokenizer = trained
     model.train()
