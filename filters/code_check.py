@@ -11,8 +11,9 @@ Per row with task "code", in this order:
    code is rejected as written, never converted. These rows never reach the sandbox.
 3. The row has tests: code + tests (+ ``check(entry_point)`` when an entry point is given, as in
    HumanEval) run in ``filters.sandbox``. Outcomes: kept ``passed``, or rejected ``test_failed``
-   (detail = last stderr line), ``timeout``, ``memory_limit``, or ``error_<ExceptionName>`` when
-   the sandbox itself failed.
+   (detail = last stderr line), ``timeout``, ``memory_limit``, ``forbidden`` (file access outside
+   the scratch directory, or network), ``process_limit``, ``output_limit``, or
+   ``error_<ExceptionName>`` when the sandbox itself failed.
 4. No tests: kept with ``code_status = "compiled"``.
 """
 
@@ -139,6 +140,8 @@ def _sandbox_outcome(result: sandbox.SandboxResult, config: CodeCheckConfig) -> 
         return "memory_limit", None, float(config.memory_mb), result.last_error_line
     if result.status == "error":
         return f"error_{result.error or 'SandboxError'}", None, None, result.stderr_tail
+    if result.status in ("forbidden", "process_limit", "output_limit"):
+        return result.status, None, None, result.violation or result.last_error_line
     detail = result.last_error_line or f"exit code {result.returncode} with no error output"
     return "test_failed", None, None, detail
 
