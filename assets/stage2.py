@@ -8,6 +8,7 @@ from pydantic import Field
 from assets.common import record_stage
 from filters.stage2 import Stage2Config, run_stage2
 from pipelines.resources import NliModel, SentenceEmbedder
+from pipelines.score_cache import SCORE_CACHE_TABLE, WarehouseScoreCache
 from pipelines.warehouse import Warehouse
 
 
@@ -15,6 +16,11 @@ class Stage2Settings(Config):
     max_contradiction_prob: float = Field(
         default=Stage2Config.max_contradiction_prob,
         description="Samples with any checked sentence pair at or above this contradiction probability are rejected.",
+    )
+    use_score_cache: bool = Field(
+        default=True,
+        description=f"Reuse NLI scores stored in the warehouse table {SCORE_CACHE_TABLE} and store new ones, "
+        "so a rerun scores only sentence pairs it has not seen.",
     )
 
 
@@ -30,17 +36,23 @@ def consistent_samples(
     samples = warehouse.read_table("basic_filtered")
     started = time.perf_counter()
     context.log.info(f"stage 2 on {samples.height} samples with NLI model {nli_model.model}")
+    cache = WarehouseScoreCache(warehouse) if config.use_score_cache else None
     result = run_stage2(
         samples,
         Stage2Config(max_contradiction_prob=config.max_contradiction_prob),
         nli_model.load(),
         sentence_embedder.load(),
+        cache,
     )
     result.check_conservation(samples["sample_id"])
     metadata = record_stage(
         warehouse, result, stage="stage2", output_table="consistent_samples", run_id=context.run_id,
         seconds=time.perf_counter() - started,
     )
+    if cache is not None:
+        # Written after the stage's own tables, so a failed run stores no scores.
+        metadata["directed_pairs_from_cache"] = cache.hits
+        metadata["directed_pairs_scored_new"] = cache.flush()
     if result.kept.height:
         status = {k: int(v) for k, v in result.kept.group_by("nli_status").len().iter_rows()}
         metadata["nli_status"] = MetadataValue.json(status)

@@ -44,6 +44,7 @@ from filters.consistency import (
     NliScorer,
     PairPlanner,
     SamplePlan,
+    pair_cache_key,
     rank_candidates,
     score_with_cache,
     word_overlap,
@@ -291,6 +292,10 @@ def _score_rows(plans: list[SamplePlan], nli: NliScorer, config: Stage2Config, c
         for unit in plan.units:
             directed.append((unit.premise, unit.hypothesis))
             directed.append((unit.hypothesis, unit.premise))
+    prefetch = getattr(cache, "prefetch", None)
+    if prefetch is not None:
+        # A store-backed cache answers the whole chunk with one query instead of one per pair.
+        prefetch(pair_cache_key(nli.name, premise, hypothesis) for premise, hypothesis in directed)
     probs, errors = _score_directed(directed, nli, config, cache)
 
     rows = []
@@ -314,6 +319,7 @@ def score_stage2(
     """Add the ``SCORE_COLUMNS`` to ``samples``; no row is dropped and no threshold is applied.
 
     ``cache`` maps ``pair_cache_key`` values to P(contradiction), so a rerun scores only new pairs.
+    A cache with a ``prefetch(keys)`` method gets each chunk's keys in one call before scoring.
     """
     started = time.perf_counter()
     if embedder is None:
