@@ -2,44 +2,56 @@
 
 Both steps dedup across sources and pick one survivor per cluster with the same rule:
 ``quality_then_id`` (highest ``quality_score``, ties to the lowest ``sample_id`` in string order) or
-``lowest_id``. Every step is independent of row order and of ``PYTHONHASHSEED``: shingles are
-hashed with xxh32 and the permutations come from a seeded numpy generator.
+``lowest_id``. Every step is independent of row order, of batching and of ``PYTHONHASHSEED``:
+rows are sorted by ``sample_id`` first, shingles are hashed with a fixed seed and the
+permutations come from a seeded numpy generator.
 
 Near-dedup in short:
 
-1. Shingle the dedup key of each response: word n-grams (default 5) for spaced languages,
-   character n-grams (default 3, whitespace removed) for Chinese, Japanese, Thai and similar,
-   decided per sample by ``filters.lang.uses_char_shingles``. A response with fewer tokens than
-   the shingle size has no signature and is left to exact dedup, so short texts never share an
-   empty signature.
-2. MinHash signatures in numpy, identical to datasketch 2.0's default ``affine32`` scheme with
-   ``hashfunc=xxhash.xxh32_intdigest``, so ``LeanMinHash(seed=seed, hashvalues=row,
-   scheme="affine32")`` gives the same Jaccard estimates.
-3. LSH with ``bands`` x ``rows``: band hashes grouped in polars give candidate pairs.
+1. Shingle the dedup key of each response (``filters.minhash``): word 5-grams for spaced
+   languages, character 3-grams (whitespace removed) for Chinese, Japanese, Thai and similar,
+   decided per sample. A response with fewer tokens than the shingle size has no signature and is
+   left to exact dedup, so short texts never share an empty signature.
+2. MinHash signatures computed over whole batches in numpy, interchangeable with datasketch's
+   ``LeanMinHash`` (``affine32`` scheme).
+3. LSH: band hashes grouped in polars, one band at a time, give candidate pairs. ``bands`` and
+   ``rows`` default to ``filters.minhash.lsh_parameters(threshold, num_perm)``: 42 x 3 for the
+   default threshold 0.5 and 128 permutations, which makes a pair at Jaccard 0.5 a candidate with
+   probability 0.996.
 4. Each candidate pair is verified: the estimated Jaccard of the responses AND of the prompts must
    both reach ``threshold``. Requiring the prompt and the response to match separately stops a
    long shared prompt template from merging different problems, because their responses differ.
-5. Connected components (union-find) over verified edges only.
+   Two samples whose keys differ only in whitespace are never linked: after exact dedup that
+   means code that differs in indentation or line breaks, which are different programs.
+5. Connected components over verified edges only.
 
-Choosing bands and rows: a pair with Jaccard ``s`` becomes a candidate with probability
-``1 - (1 - s**rows) ** bands``. With 32 bands of 4 rows (128 permutations) that is 0.87 at
-s = 0.5, 0.998 at s = 0.65 and 0.23 at s = 0.3, and the curve's midpoint ``(1 / bands) ** (1 / rows)``
-is 0.42, below the default threshold, so recall near the threshold is high and verification
-removes the extra candidates. Editing a share ``e`` of the words leaves a word-5-gram Jaccard of
-about ``s / (2 - s)`` with ``s = (1 - e) ** 5``: about 0.63 at e = 5%, which a threshold of 0.5 catches.
+Threshold and edit rate: replacing a share ``e`` of the words leaves a word-5-gram Jaccard of about
+``s / (2 - s)`` with ``s = (1 - e) ** 5`` (``filters.minhash.expected_word_jaccard``): 0.90 at
+e = 1%, 0.63 at 5% and 0.42 at 10%. The default threshold 0.5 catches edits up to about 7% of
+the words.
 """
 
 import hashlib
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-import xxhash
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components as _scipy_components
 
-from filters.lang import CHAR_SHINGLE_LANGS, uses_char_shingles
+from filters.minhash import (
+    DEFAULT_BATCH_SHINGLES,
+    KIND_NAMES,
+    SignatureSettings,
+    candidate_pairs,
+    char_shingle_mask,
+    estimated_jaccard,
+    lsh_parameters,
+    sign_batches,
+    sign_texts,
+)
 from filters.normalize import dedup_key
 from filters.schema import StageResult, empty_ledger, ledger_rows
 
@@ -56,39 +68,45 @@ CLUSTER_SCHEMA: dict[str, pl.DataType] = {
     "similarity": pl.Float64,
 }
 
-# Murmur3's 32-bit finalizer, the fixed bijection datasketch applies to each input hash before
-# the affine permutations of its "affine32" scheme.
-_FMIX32_SHIFTS_AND_MULTIPLIERS = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)
-_WORD_TOKEN = re.compile(r"\w+")
-
 
 @dataclass(frozen=True)
 class DedupConfig:
-    """Settings of exact and near dedup. See the module docstring for how bands and rows were chosen."""
+    """Settings of exact and near dedup; see the module docstring for the defaults.
+
+    ``bands`` and ``rows`` left as ``None`` are derived from the threshold and ``num_perm``.
+    ``processes`` > 1 signs responses in that many worker processes, in batches of
+    ``batch_documents``; results do not depend on either.
+    """
 
     near_duplicate_threshold: float = 0.5
     num_perm: int = 128
-    bands: int = 32
-    rows: int = 4
+    bands: int | None = None
+    rows: int | None = None
     word_shingle_size: int = 5
     char_shingle_size: int = 3
     seed: int = 1
     survivor_rule: str = "quality_then_id"
-    batch_shingles: int = 131_072
+    batch_shingles: int = DEFAULT_BATCH_SHINGLES
     max_bucket_size: int = 64
+    processes: int = 1
+    batch_documents: int = 20_000
 
     def __post_init__(self) -> None:
         if not 0.0 < self.near_duplicate_threshold <= 1.0:
             raise ValueError(
                 f"near_duplicate_threshold={self.near_duplicate_threshold} is invalid: it must be in (0, 1]; "
-                "0.5 catches texts with about 5% of their words edited."
+                "0.5 catches texts with up to about 7% of their words edited."
             )
         if not 16 <= self.num_perm <= 1024:
             raise ValueError(f"num_perm={self.num_perm} is invalid: use 16 to 1024 permutations (default 128).")
+        if self.bands is None or self.rows is None:
+            bands, rows = lsh_parameters(self.near_duplicate_threshold, self.num_perm)
+            object.__setattr__(self, "bands", self.bands or bands)
+            object.__setattr__(self, "rows", self.rows or rows)
         if self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm:
             raise ValueError(
                 f"bands={self.bands} x rows={self.rows} is invalid: both must be at least 1 and their product "
-                f"at most num_perm={self.num_perm}; the default is 32 x 4 for 128 permutations."
+                f"at most num_perm={self.num_perm}; leave both unset to derive them from the threshold."
             )
         if not 1 <= self.word_shingle_size <= 20:
             raise ValueError(f"word_shingle_size={self.word_shingle_size} is invalid: use 1 to 20 words (default 5).")
@@ -104,207 +122,48 @@ class DedupConfig:
             raise ValueError(f"batch_shingles={self.batch_shingles} is invalid: use at least 1024.")
         if self.max_bucket_size < 2:
             raise ValueError(f"max_bucket_size={self.max_bucket_size} is invalid: it must be at least 2.")
+        if not 1 <= self.processes <= 64:
+            raise ValueError(f"processes={self.processes} is invalid: use 1 to 64 worker processes (default 1).")
+        if self.batch_documents < 1:
+            raise ValueError(f"batch_documents={self.batch_documents} is invalid: it must be at least 1.")
 
-
-# ---------------------------------------------------------------------------------------------
-# Shingles and signatures
-
-
-def _uses_char_shingles(lang: str | None, text: str) -> bool:
-    # ASCII text has no Han, kana or Thai, so the per-character script count can be skipped.
-    if lang not in CHAR_SHINGLE_LANGS and text.isascii():
-        return False
-    return uses_char_shingles(lang, text)
-
-
-def shingle_kind(lang: str | None, text: str, word_size: int, char_size: int) -> str:
-    """Return ``"char"``, ``"word"`` or ``"none"`` (too few tokens for one shingle) for ``text``."""
-    if _uses_char_shingles(lang, text):
-        return "char" if len(_char_tokens(text)) >= char_size else "none"
-    return "word" if len(_word_tokens(text)) >= word_size else "none"
-
-
-def _word_tokens(text: str) -> list[str]:
-    if "\n" not in text:
-        return _WORD_TOKEN.findall(text.casefold())
-    # Only code keeps its lines in a dedup key. An indentation token per indented line keeps
-    # programs that differ only in indentation from having identical shingle sets.
-    tokens: list[str] = []
-    for line in text.casefold().split("\n"):
-        indent = len(line) - len(line.lstrip(" \t"))
-        if indent and line.strip():
-            tokens.append(f"\x00indent{indent}")
-        tokens.extend(_WORD_TOKEN.findall(line))
-    return tokens
-
-
-def _char_tokens(text: str) -> str:
-    return "".join(text.casefold().split())
-
-
-def shingles(text: str, kind: str, size: int) -> list[str]:
-    """Return the shingles of ``text``: word n-grams joined by one space, or character n-grams.
-
-    ``text`` should already be a dedup key (NFKC, no format characters). Words are ``\\w+`` runs
-    after casefolding, so punctuation is dropped, plus one indentation token per indented line of
-    code; character shingles keep punctuation and drop whitespace. Fewer tokens than ``size`` give an empty list, never one short shingle.
-    """
-    if kind == "char":
-        chars = _char_tokens(text)
-        return [chars[i : i + size] for i in range(len(chars) - size + 1)]
-    if kind == "word":
-        words = _word_tokens(text)
-        return [" ".join(words[i : i + size]) for i in range(len(words) - size + 1)]
-    return []
-
-
-def shingle_hashes(shingle_list: Iterable[str]) -> np.ndarray:
-    """Hash shingles to uint32 with xxh32 (seed 0) of their UTF-8 bytes."""
-    intdigest = xxhash.xxh32_intdigest
-    return np.fromiter((intdigest(s.encode("utf-8")) for s in shingle_list), dtype=np.uint32)
-
-
-def minhash_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the ``(a, b)`` uint32 arrays of datasketch's ``affine32`` permutations for ``seed``.
-
-    Like datasketch 2.0, ``a`` is odd and drawn with ``numpy.random.RandomState(seed)``, and ``b``
-    is uniform below 2**32, so each permutation ``a * h + b mod 2**32`` is a bijection.
-    """
-    generator = np.random.RandomState(seed)
-    a = generator.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
-    b = generator.randint(0, 1 << 32, num_perm, dtype=np.uint32)
-    return a, b
-
-
-def _fmix32(values: np.ndarray) -> np.ndarray:
-    shift1, mult1, shift2, mult2, shift3 = _FMIX32_SHIFTS_AND_MULTIPLIERS
-    values = values ^ (values >> np.uint32(shift1))
-    values = values * np.uint32(mult1)
-    values = values ^ (values >> np.uint32(shift2))
-    values = values * np.uint32(mult2)
-    return values ^ (values >> np.uint32(shift3))
-
-
-def minhash_signatures(
-    hash_lists: list[np.ndarray], permutations: tuple[np.ndarray, np.ndarray], batch_shingles: int = 131_072
-) -> np.ndarray:
-    """Return MinHash signatures, shape ``(len(hash_lists), num_perm)`` uint32, one row per shingle set.
-
-    Every set must be non-empty: a text without shingles has no signature. Rows are computed in
-    batches of about ``batch_shingles`` shingles, so peak memory is about
-    ``batch_shingles * num_perm * 4`` bytes whatever the number of documents.
-    """
-    a, b = permutations
-    num_perm = a.shape[0]
-    lengths = np.fromiter((h.shape[0] for h in hash_lists), dtype=np.int64, count=len(hash_lists))
-    if lengths.size and lengths.min() == 0:
-        raise ValueError("every shingle set must be non-empty; leave texts without shingles out of MinHash")
-    signatures = np.empty((len(hash_lists), num_perm), dtype=np.uint32)
-    start = 0
-    while start < len(hash_lists):
-        stop = start + 1
-        total = lengths[start]
-        while stop < len(hash_lists) and total + lengths[stop] <= batch_shingles:
-            total += lengths[stop]
-            stop += 1
-        mixed = _fmix32(np.concatenate(hash_lists[start:stop]))
-        # Permutations along rows and shingles along columns: reduceat over contiguous runs of
-        # each row is about 50 times faster than over rows of a (shingles, num_perm) array.
-        permuted = np.multiply.outer(a, mixed)
-        permuted += b[:, None]
-        offsets = np.concatenate(([0], np.cumsum(lengths[start:stop])[:-1]))
-        signatures[start:stop] = np.minimum.reduceat(permuted, offsets, axis=1).T
-        start = stop
-    return signatures
-
-
-def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """Return one uint64 hash per (document, band), shape ``(n, bands)``.
-
-    A collision of two different bands only adds a candidate pair, which verification drops.
-    """
-    banded = signatures[:, : bands * rows].reshape(signatures.shape[0], bands, rows).astype(np.uint64)
-    keys = np.full(banded.shape[:2], np.uint64(0xCBF29CE484222325), dtype=np.uint64)
-    for row in range(rows):
-        keys = (keys ^ banded[:, :, row]) * np.uint64(0x100000001B3)
-        keys ^= keys >> np.uint64(29)
-    return keys
-
-
-def candidate_pairs(signatures: np.ndarray, bands: int, rows: int, max_bucket_size: int = 64) -> np.ndarray:
-    """Return unique candidate pairs ``(i, j)`` with ``i < j`` that share at least one band hash.
-
-    A bucket with more than ``max_bucket_size`` members contributes only the pairs of each member
-    with the bucket's lowest index, so one huge bucket cannot produce a quadratic number of pairs.
-    NOTE: in such a bucket two members similar to each other but not to the lowest member are
-    linked only if another band pairs them.
-    """
-    count = signatures.shape[0]
-    if count < 2:
-        return np.empty((0, 2), dtype=np.int64)
-    keys = band_hashes(signatures, bands, rows)
-    frame = pl.DataFrame(
-        {
-            "doc": np.repeat(np.arange(count, dtype=np.int64), bands),
-            "band": np.tile(np.arange(bands, dtype=np.int32), count),
-            "key": keys.reshape(-1),
-        }
-    )
-    buckets = (
-        frame.group_by("band", "key")
-        .agg(pl.col("doc").sort().alias("docs"))
-        .filter(pl.col("docs").list.len() >= 2)
-        .with_row_index("bucket")
-    )
-    if buckets.height == 0:
-        return np.empty((0, 2), dtype=np.int64)
-    small = buckets.filter(pl.col("docs").list.len() <= max_bucket_size)
-    large = buckets.filter(pl.col("docs").list.len() > max_bucket_size)
-
-    members = small.select("bucket", "docs").explode("docs")
-    pairs_small = (
-        members.join(members, on="bucket", suffix="_right")
-        .filter(pl.col("docs") < pl.col("docs_right"))
-        .select(pl.col("docs").alias("left"), pl.col("docs_right").alias("right"))
-    )
-    pairs_large = (
-        large.select(pl.col("docs").list.first().alias("left"), pl.col("docs").list.slice(1).alias("right"))
-        .explode("right")
-    )
-    pairs = pl.concat([pairs_small, pairs_large.cast(pairs_small.schema)]).unique().sort("left", "right")
-    return pairs.to_numpy().astype(np.int64).reshape(-1, 2)
-
-
-def estimated_jaccard(signatures: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-    """Return the share of equal signature slots for each pair of rows ``left[k]``, ``right[k]``."""
-    result = np.empty(left.shape[0], dtype=np.float64)
-    for start in range(0, left.shape[0], chunk):
-        stop = start + chunk
-        result[start:stop] = (signatures[left[start:stop]] == signatures[right[start:stop]]).mean(axis=1)
-    return result
+    def signature_settings(self) -> SignatureSettings:
+        return SignatureSettings(
+            word_shingle_size=self.word_shingle_size,
+            char_shingle_size=self.char_shingle_size,
+            num_perm=self.num_perm,
+            seed=self.seed,
+            batch_shingles=self.batch_shingles,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Clusters and survivors
 
 
-def _find(parent: list[int], node: int) -> int:
-    root = node
-    while parent[root] != root:
-        root = parent[root]
-    while parent[node] != root:
-        parent[node], node = root, parent[node]
-    return root
-
-
-def connected_components(count: int, edges: np.ndarray) -> list[int]:
+def connected_components(count: int, edges: np.ndarray) -> np.ndarray:
     """Return a component label per node: the lowest node index in its component."""
-    parent = list(range(count))
-    for left, right in edges.tolist():
-        root_left, root_right = _find(parent, left), _find(parent, right)
-        if root_left != root_right:
-            parent[max(root_left, root_right)] = min(root_left, root_right)
-    return [_find(parent, node) for node in range(count)]
+    if count == 0:
+        return np.empty(0, dtype=np.int64)
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(edges.shape[0], dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(count, count))
+    _, component = _scipy_components(graph, directed=False)
+    lowest = np.full(component.max() + 1, count, dtype=np.int64)
+    np.minimum.at(lowest, component, np.arange(count, dtype=np.int64))
+    return lowest[component]
+
+
+def verified_edges(signatures: np.ndarray, kinds: np.ndarray, config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Return the candidate pairs of signature rows whose estimated Jaccard reaches the threshold.
+
+    ``kinds`` holds one shingle-kind code per row; rows of different kinds are never compared.
+    Returns the pairs ``(i, j)``, ``i < j``, and their estimated Jaccard.
+    """
+    pairs = candidate_pairs(signatures, config.bands, config.rows, config.max_bucket_size)
+    pairs = pairs[kinds[pairs[:, 0]] == kinds[pairs[:, 1]]]
+    similarity = estimated_jaccard(signatures, pairs[:, 0], pairs[:, 1])
+    verified = similarity >= config.near_duplicate_threshold
+    return pairs[verified], similarity[verified]
 
 
 def survivor_order(rule: str) -> tuple[list[str], list[bool]]:
@@ -422,44 +281,21 @@ def exact_dedup(samples: pl.DataFrame, survivor_rule: str = "quality_then_id", *
     return StageResult(kept=kept, rejected=rejected, tables={"clusters": clusters.cast(CLUSTER_SCHEMA)}, rows_in=samples.height)
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    kind: str
-    response_hashes: np.ndarray
-    prompt_key: str
-
-
-def _prepare(lang: str | None, prompt: str | None, response: str | None, config: DedupConfig) -> _Prepared:
-    prompt_key = dedup_key(prompt)
-    response_key = dedup_key(response)
-    kind = "char" if _uses_char_shingles(lang, prompt_key + "\n" + response_key) else "word"
-    size = config.char_shingle_size if kind == "char" else config.word_shingle_size
-    hashes = shingle_hashes(shingles(response_key, kind, size))
-    return _Prepared("none" if hashes.size == 0 else kind, hashes, prompt_key)
-
-
 def _prompt_signatures(
-    prepared: list[_Prepared], config: DedupConfig, permutations: tuple[np.ndarray, np.ndarray]
+    prompt_keys: pl.Series, use_chars: np.ndarray, config: DedupConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sign each distinct (prompt key, kind) once.
+    """Sign each distinct (prompt key, shingle kind) once.
 
     Returns per sample the prompt group id and the row in the prompt signature matrix (-1 when
     the prompt has fewer tokens than one shingle), and the signature matrix itself.
     """
-    groups: dict[tuple[str, str], int] = {}
-    group_ids = np.empty(len(prepared), dtype=np.int64)
-    for index, item in enumerate(prepared):
-        group_ids[index] = groups.setdefault((item.prompt_key, item.kind), len(groups))
-    hash_lists = []
-    row_of_group = np.full(len(groups), -1, dtype=np.int64)
-    for (prompt_key, kind), group in groups.items():
-        size = config.char_shingle_size if kind == "char" else config.word_shingle_size
-        hashes = shingle_hashes(shingles(prompt_key, kind, size))
-        if hashes.size:
-            row_of_group[group] = len(hash_lists)
-            hash_lists.append(hashes)
-    signatures = minhash_signatures(hash_lists, permutations, config.batch_shingles)
-    return group_ids, row_of_group[group_ids], signatures
+    frame = pl.DataFrame({"prompt_key": prompt_keys, "chars": use_chars})
+    distinct = frame.unique(maintain_order=True).with_row_index("group")
+    groups = frame.join(distinct, on=["prompt_key", "chars"], how="left", maintain_order="left")["group"]
+    group_ids = groups.to_numpy().astype(np.int64)
+    signed = sign_texts(distinct["prompt_key"], distinct["chars"].to_numpy(), config.signature_settings())
+    row_of_group = np.where(signed.kinds > 0, np.cumsum(signed.kinds > 0) - 1, -1)
+    return group_ids, row_of_group[group_ids], signed.signatures
 
 
 def _pair_similarity(
@@ -484,53 +320,80 @@ def _pair_similarity(
     return np.minimum(response_similarity, prompt_similarity)
 
 
+def _layout_hashes(prompt_keys: pl.Series, response_keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Return per sample a hash of its keys and a hash of its keys with all whitespace removed."""
+    frame = pl.DataFrame({"prompt": prompt_keys, "response": response_keys})
+    joined = pl.concat_str("prompt", pl.lit("\x1f"), "response")
+    hashes = frame.select(
+        joined.hash(seed=0).alias("exact"), joined.str.replace_all(r"\s+", "").hash(seed=0).alias("layout_free")
+    )
+    return hashes["exact"].to_numpy(), hashes["layout_free"].to_numpy()
+
+
+def _sign_responses(response_keys: pl.Series, use_chars: np.ndarray, config: DedupConfig):
+    settings = config.signature_settings()
+    if config.processes <= 1 or response_keys.len() <= config.batch_documents:
+        return sign_texts(response_keys, use_chars, settings)
+    # The shingle kind was chosen from the prompt and the response together, so it is passed on.
+    frame = pl.DataFrame({"text": response_keys, "use_chars": use_chars})
+    batches = (frame.slice(start, config.batch_documents) for start in range(0, frame.height, config.batch_documents))
+    return sign_batches(batches, settings, processes=config.processes, normalize=False)
+
+
 def near_dedup(samples: pl.DataFrame, config: DedupConfig, *, stage: str = "stage1") -> StageResult:
     """Remove near duplicates found with MinHash LSH and add ``shingle_kind`` to kept rows.
 
     Two samples are linked when the estimated Jaccard of their response shingles and of their
-    prompt shingles are both at least ``config.near_duplicate_threshold``. Each connected
-    component keeps one survivor by ``config.survivor_rule``; the others get reason
-    ``near_duplicate`` with ``score`` = their highest linking similarity. ``tables["clusters"]``
-    has one row per member with ``similarity`` = the estimated similarity to the survivor.
-    Samples whose response is shorter than one shingle (``shingle_kind == "none"``) are skipped.
+    prompt shingles are both at least ``config.near_duplicate_threshold``, unless their keys
+    differ only in whitespace. Each connected component keeps one survivor by
+    ``config.survivor_rule``; the others get reason ``near_duplicate`` with ``score`` = their
+    highest linking similarity. ``tables["clusters"]`` has one row per member with
+    ``similarity`` = the estimated similarity to the survivor. Samples whose response is shorter
+    than one shingle (``shingle_kind == "none"``) are skipped.
     """
     quality = _quality_column(samples, config.survivor_rule)
     work = samples.select(
         "sample_id", "source", "task", "lang", "prompt", "response", quality.alias("quality_score")
     ).sort("sample_id")
-    prepared, reasons, messages = _apply_per_sample(
-        lambda lang, prompt, response: _prepare(lang, prompt, response, config),
-        work["lang"], work["prompt"], work["response"],
+    keys, reasons, messages = _apply_per_sample(
+        lambda prompt, response: (dedup_key(prompt), dedup_key(response)), work["prompt"], work["response"]
     )
     errors = _error_ledger(work, reasons, messages, stage, "near_dedup")
+    good_rows = [index for index, reason in enumerate(reasons) if reason is None]
+    work = work[good_rows]
+    prompt_keys = pl.Series("prompt_key", [keys[index][0] for index in good_rows], dtype=pl.String)
+    response_keys = pl.Series("response_key", [keys[index][1] for index in good_rows], dtype=pl.String)
+
+    use_chars = char_shingle_mask(prompt_keys + "\n" + response_keys, work["lang"])
+    responses = _sign_responses(response_keys, use_chars, config)
     kinds = pl.DataFrame(
-        {"sample_id": work["sample_id"], "shingle_kind": [item.kind if item else None for item in prepared]},
+        {"sample_id": work["sample_id"], "shingle_kind": np.array(KIND_NAMES)[responses.kinds]},
         schema={"sample_id": pl.String, "shingle_kind": pl.String},
     )
-    signed = [index for index, item in enumerate(prepared) if item is not None and item.kind != "none"]
-    signed_items = [prepared[index] for index in signed]
-    signed_ids = work["sample_id"].gather(signed) if signed else pl.Series("sample_id", [], dtype=pl.String)
-
-    permutations = minhash_permutations(config.num_perm, config.seed)
-    response_signatures = minhash_signatures(
-        [item.response_hashes for item in signed_items], permutations, config.batch_shingles
+    signed = responses.signed
+    signed_ids = work["sample_id"].gather(signed)
+    prompt_groups, prompt_rows, prompt_signatures = _prompt_signatures(
+        prompt_keys.gather(signed), use_chars[signed], config
     )
-    prompt_groups, prompt_rows, prompt_signatures = _prompt_signatures(signed_items, config, permutations)
+    exact_hash, layout_free_hash = (values[signed] for values in _layout_hashes(prompt_keys, response_keys))
 
-    pairs = candidate_pairs(response_signatures, config.bands, config.rows, config.max_bucket_size)
-    same_kind = np.array([signed_items[l].kind == signed_items[r].kind for l, r in pairs.tolist()], dtype=bool)
-    pairs = pairs[same_kind] if pairs.size else pairs
-    similarity = _pair_similarity(pairs, response_signatures, prompt_groups, prompt_rows, prompt_signatures)
-    verified = similarity >= config.near_duplicate_threshold
+    pairs = candidate_pairs(responses.signatures, config.bands, config.rows, config.max_bucket_size)
+    signed_kinds = responses.kinds[signed]
+    left, right = pairs[:, 0], pairs[:, 1]
+    pairs = pairs[signed_kinds[left] == signed_kinds[right]]
+    similarity = _pair_similarity(pairs, responses.signatures, prompt_groups, prompt_rows, prompt_signatures)
+    left, right = pairs[:, 0], pairs[:, 1]
+    layout_only = (layout_free_hash[left] == layout_free_hash[right]) & (exact_hash[left] != exact_hash[right])
+    verified = (similarity >= config.near_duplicate_threshold) & ~layout_only
     edges, edge_similarity = pairs[verified], similarity[verified]
     log.info(
-        "near dedup: %d in, %d signed, %d candidate pairs, %d verified",
-        samples.height, len(signed_items), pairs.shape[0], edges.shape[0],
+        "near dedup: %d in, %d signed, %d candidate pairs, %d verified, %d layout-only variants kept apart",
+        samples.height, signed.shape[0], pairs.shape[0], edges.shape[0], int(layout_only.sum()),
     )
 
     clusters, duplicates = _near_clusters(
-        work, signed, signed_ids, edges, edge_similarity, response_signatures,
-        prompt_groups, prompt_rows, prompt_signatures, config, stage,
+        work, signed, signed_ids, edges, edge_similarity, responses.signatures,
+        prompt_groups, prompt_rows, prompt_signatures, exact_hash, layout_free_hash, config, stage,
     )
     removed = set(duplicates["sample_id"].to_list()) | set(errors["sample_id"].to_list())
     kept = samples.filter(~pl.col("sample_id").is_in(list(removed))).join(
@@ -544,21 +407,83 @@ def near_dedup(samples: pl.DataFrame, config: DedupConfig, *, stage: str = "stag
     return StageResult(kept=kept, rejected=rejected, tables={"clusters": clusters}, rows_in=samples.height)
 
 
+def _survivor_ranks(members: pl.DataFrame, rule: str) -> np.ndarray:
+    """Return each row's position in survivor order (0 = first choice) for rows with ``node``."""
+    columns, descending = survivor_order(rule)
+    ordered = members.sort(columns, descending=descending, nulls_last=True)["node"].to_numpy()
+    ranks = np.empty(members.height, dtype=np.int64)
+    ranks[ordered] = np.arange(members.height)
+    return ranks
+
+
+def _separate_layout_variants(
+    labels: np.ndarray, edges: np.ndarray, exact_hash: np.ndarray, layout_free_hash: np.ndarray, ranks: np.ndarray
+) -> np.ndarray:
+    """Split components that would hold two samples whose keys differ only in whitespace.
+
+    Such samples are never linked directly, but a third sample similar to both would join them.
+    In an affected component, members are placed in survivor order: each joins the cluster of its
+    first placed neighbour (in survivor order) that holds no whitespace variant of it, or starts
+    a new cluster. Labels stay the lowest node index of each cluster.
+    """
+    frame = pl.DataFrame({"label": labels, "layout": layout_free_hash, "exact": exact_hash})
+    conflicted = (
+        frame.group_by("label", "layout")
+        .agg(pl.col("exact").n_unique().alias("variants"))
+        .filter(pl.col("variants") > 1)["label"]
+        .unique()
+        .to_numpy()
+    )
+    if conflicted.size == 0:
+        return labels
+    labels = labels.copy()
+    affected = np.isin(labels, conflicted)
+    neighbours: dict[int, list[int]] = {}
+    for left, right in edges[affected[edges[:, 0]]].tolist():
+        neighbours.setdefault(left, []).append(right)
+        neighbours.setdefault(right, []).append(left)
+    for label in sorted(conflicted.tolist()):
+        members = sorted(np.flatnonzero(labels == label).tolist(), key=lambda node: ranks[node])
+        cluster_of: dict[int, int] = {}
+        variants_in: dict[int, dict[int, int]] = {}  # cluster -> layout-free hash -> exact hash
+        for node in members:
+            placed = sorted((n for n in neighbours.get(node, []) if n in cluster_of), key=lambda n: ranks[n])
+            target = None
+            for neighbour in placed:
+                seen = variants_in[cluster_of[neighbour]].get(int(layout_free_hash[node]))
+                if seen is None or seen == int(exact_hash[node]):
+                    target = cluster_of[neighbour]
+                    break
+            if target is None:
+                target = node
+                variants_in[target] = {}
+            cluster_of[node] = target
+            variants_in[target][int(layout_free_hash[node])] = int(exact_hash[node])
+        clusters: dict[int, list[int]] = {}
+        for node, cluster in cluster_of.items():
+            clusters.setdefault(cluster, []).append(node)
+        for nodes in clusters.values():
+            labels[nodes] = min(nodes)
+    return labels
+
+
 def _near_clusters(
     work, signed, signed_ids, edges, edge_similarity, response_signatures,
-    prompt_groups, prompt_rows, prompt_signatures, config, stage,
+    prompt_groups, prompt_rows, prompt_signatures, exact_hash, layout_free_hash, config, stage,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Group verified edges into clusters, pick survivors, and build the cluster table and ledger rows."""
-    labels = connected_components(len(signed), edges)
     members = pl.DataFrame(
         {
             "node": np.arange(len(signed), dtype=np.int64),
             "sample_id": signed_ids,
-            "quality_score": work["quality_score"].gather(signed) if signed else [],
-            "group": labels,
+            "quality_score": work["quality_score"].gather(signed),
         },
-        schema={"node": pl.Int64, "sample_id": pl.String, "quality_score": pl.Float64, "group": pl.Int64},
-    ).filter(pl.len().over("group") >= 2)
+        schema={"node": pl.Int64, "sample_id": pl.String, "quality_score": pl.Float64},
+    )
+    labels = connected_components(len(signed), edges)
+    ranks = _survivor_ranks(members, config.survivor_rule)
+    labels = _separate_layout_variants(labels, edges, exact_hash, layout_free_hash, ranks)
+    members = members.with_columns(pl.Series("group", labels, dtype=pl.Int64)).filter(pl.len().over("group") >= 2)
     if members.height == 0:
         return pl.DataFrame(schema=CLUSTER_SCHEMA), empty_ledger()
     members = _pick_survivors(members, config.survivor_rule)

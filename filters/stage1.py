@@ -44,9 +44,11 @@ class Stage1Config:
             Default 0.7; HumanEval solutions reach 0.42 and Chinese GSM-style answers 0.48.
     Dedup:
         near_duplicate_threshold: minimum estimated Jaccard of both the prompt and the response
-            shingles. 0.5 catches texts with 5% of their words edited (Jaccard about 0.65).
-        num_perm, bands, rows: MinHash permutations and LSH banding, 128 = 32 x 4; see
-            ``filters.dedup`` for the recall curve.
+            shingles. 0.5 catches texts with up to about 7% of their words edited (5% gives a
+            word-5-gram Jaccard of about 0.63).
+        num_perm, bands, rows: MinHash permutations and LSH banding. ``bands`` and ``rows`` left
+            as ``None`` come from ``filters.minhash.lsh_parameters``: 42 x 3 at threshold 0.5.
+        dedup_processes: worker processes that sign responses; 1 signs in this process.
         word_shingle_size: words per shingle for spaced languages, 5.
         char_shingle_size: characters per shingle for Chinese, Japanese, Thai and similar, 3. On
             two Chinese answers that differ by one inserted character, character 3-gram Jaccard
@@ -75,12 +77,13 @@ class Stage1Config:
     max_symbol_ratio: float = 0.7
     near_duplicate_threshold: float = 0.5
     num_perm: int = 128
-    bands: int = 32
-    rows: int = 4
+    bands: int | None = None
+    rows: int | None = None
     word_shingle_size: int = 5
     char_shingle_size: int = 3
     seed: int = 1
     survivor_rule: str = "quality_then_id"
+    dedup_processes: int = 1
     max_toxicity: float = 0.35
     toxicity_chunk_tokens: int = 24
     toxicity_chunk_stride_tokens: int = 12
@@ -113,6 +116,7 @@ class Stage1Config:
             char_shingle_size=self.char_shingle_size,
             seed=self.seed,
             survivor_rule=self.survivor_rule,
+            processes=self.dedup_processes,
         )
 
     def toxicity_config(self) -> ToxicityConfig:

@@ -127,13 +127,9 @@ def test_chinese_uses_character_shingles(scorer):
 
 
 def test_exact_key_ignores_invisible_characters(scorer):
-    """e1-e7 differ only in whitespace, NBSP, ZWSP, a full-width stop, CRLF and a BOM.
-
-    The case lists the survivors of exact dedup. Near dedup is switched off (threshold 1.0)
-    because it may merge e8 with e1, and it does merge c1 with c2 (see the next test).
-    """
+    """e1-e7 differ only in whitespace, NBSP, ZWSP, a full-width stop, CRLF and a BOM."""
     rows = read_case("case03.jsonl")
-    result = run(rows, scorer, near_duplicate_threshold=1.0)
+    result = run(rows, scorer)
     assert cluster_members(result, "exact") == [{"e1", "e2", "e3", "e4", "e5", "e6", "e7"}]
     assert kept_ids(result) == {"e1", "e8", "c1", "c2"}
     assert sorted(result.rejected["sample_id"].to_list()) == ["e2", "e3", "e4", "e5", "e6", "e7"]
@@ -142,19 +138,31 @@ def test_exact_key_ignores_invisible_characters(scorer):
     assert stored == rows[0]["response"]
 
 
-def test_indentation_variants_merge_in_near_dedup(scorer):
-    """c1 and c2 differ in one indentation token, which leaves a word-5-gram Jaccard of 4/7.
+def test_indentation_variants_stay_apart(scorer):
+    """c1 and c2 differ only in the indentation of ``b()``: different programs, never merged.
 
-    NOTE: so near dedup at the default threshold 0.5 merges these two different programs. Exact
-    dedup keeps both, as the case requires; this test pins the near-dedup behaviour so that a
-    change to it is noticed.
+    Their word-5-gram Jaccard is 4/7, above the default threshold, so near dedup must keep
+    layout-only variants apart on purpose.
     """
     rows = [row for row in read_case("case03.jsonl") if row["id"] in {"c1", "c2"}]
     result = run(rows, scorer)
+    assert kept_ids(result) == {"c1", "c2"}
     assert cluster_members(result, "exact") == []
-    assert cluster_members(result, "near") == [{"c1", "c2"}]
-    similarity = result.tables["clusters"].filter(pl.col("sample_id") == "c2")["similarity"].item()
-    assert similarity < 1.0
+    assert cluster_members(result, "near") == []
+
+
+def test_indentation_variants_of_long_code_stay_apart(scorer):
+    body = "\n".join(f"    total_{i} = compute_{i}(values, {i})" for i in range(30))
+    first = f"```python\ndef run(values):\n{body}\n    return total_0\n```"
+    second = first.replace("\n    return total_0", "\nreturn total_0")
+    rows = [
+        {"id": "k1", "source": "web_qa", "task": "code", "prompt": "Write run.", "response": first},
+        {"id": "k2", "source": "web_qa", "task": "code", "prompt": "Write run.", "response": second},
+        {"id": "k3", "source": "web_qa", "task": "code", "prompt": "Write run.", "response": first + "\nDone."},
+    ]
+    result = run(rows, scorer)
+    assert kept_ids(result) == {"k1", "k2"}
+    assert cluster_members(result, "near") == [{"k1", "k3"}]
 
 
 @pytest.mark.parametrize("order", ["files_ab", "files_ba", "one_file_r4_r2_r3_r1"])
