@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from filters import ingest
+from filters import ingest, shapes
 from filters.ingest import SourceReadError, iter_lines, read_source, unnest_meta
 from filters.schema import SAMPLE_SCHEMA, make_sample_id
 from filters.sources import SourceConfig
@@ -279,7 +279,7 @@ def test_mapping_exception_becomes_error_reason(tmp_path, monkeypatch):
     def explode(text: str) -> str:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(ingest, "detect_lang", explode)
+    monkeypatch.setattr(shapes, "detect_lang", explode)
     row = only_quarantine(read_one(tmp_path, {"prompt": "a", "response": "b"}))
     assert row["reason"] == "error_ZeroDivisionError"
     assert row["detail"] == "boom"
