@@ -48,9 +48,13 @@ def stage_metadata(result: StageResult, seconds: float) -> dict[str, object]:
 def record_stage(
     warehouse, result: StageResult, *, stage: str, output_table: str, run_id: str, seconds: float
 ) -> dict[str, object]:
-    """Write a stage's kept rows, its ledger rows and side tables; return its metadata."""
-    warehouse.replace_table(output_table, result.kept)
-    warehouse.write_ledger(result.rejected, stage=stage, round_key=None, run_id=run_id)
-    for name, table in result.tables.items():
-        warehouse.replace_table(f"{stage}_{name}", table)
+    """Write a stage's kept rows, its ledger rows and side tables in one transaction; return its metadata."""
+    warehouse.write_stage(
+        stage=stage,
+        output_table=output_table,
+        kept=result.kept,
+        rejected=result.rejected,
+        side_tables={f"{stage}_{name}": table for name, table in result.tables.items()},
+        run_id=run_id,
+    )
     return stage_metadata(result, seconds)
