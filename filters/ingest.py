@@ -70,6 +70,7 @@ _NEWLINE = re.compile(rb"\r\n|\r|\n")
 _CHUNK_BYTES = 1 << 20
 _PARQUET_BATCH_ROWS = 50_000
 _FILE_COLUMN = "__ingest_file__"
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class SourceReadError(OSError):
@@ -207,6 +208,9 @@ def iter_lines(handle: BinaryIO, max_record_bytes: int) -> Iterator[tuple[int, b
     """
     head = handle.read(len(_BOM))
     pending = b"" if head == _BOM else head
+    # Offset in ``pending`` from which a line end may still be found. The bytes read to look for
+    # a BOM may contain line ends anywhere, so their search starts at 0.
+    search_from = 0
     # read1 returns what one underlying read yields, so the lines before a corrupt gzip block
     # are yielded before the error is raised.
     read_chunk = getattr(handle, "read1", handle.read)
@@ -218,8 +222,7 @@ def iter_lines(handle: BinaryIO, max_record_bytes: int) -> Iterator[tuple[int, b
         at_end = not chunk
         data = pending + chunk
         start = 0
-        # ``pending`` contains no line end except perhaps a final CR, so the search starts there.
-        for match in _NEWLINE.finditer(data, max(len(pending) - 1, 0)):
+        for match in _NEWLINE.finditer(data, search_from):
             if not at_end and match.end() == len(data) and match.group() == b"\r":
                 break  # the LF of a CRLF may be in the next chunk
             line_number += 1
@@ -233,6 +236,8 @@ def iter_lines(handle: BinaryIO, max_record_bytes: int) -> Iterator[tuple[int, b
             keep = 1 if pending.endswith(b"\r") else 0
             discarded += len(pending) - keep
             pending = pending[len(pending) - keep :]
+        # ``pending`` now contains no line end except perhaps a final CR, so the next search starts there.
+        search_from = max(len(pending) - 1, 0)
     if pending or discarded:
         size = discarded + len(pending)
         yield line_number + 1, (pending if size <= max_record_bytes else None), size
@@ -280,10 +285,23 @@ def _load_json_line(content: bytes, file: str, line_number: int, collector: _Col
         return 0
     try:
         record = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as error:
-        collector.reject(file, line_number, INVALID_JSON, str(error)[:500])
+    except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than the parser's stack
+        collector.reject(file, line_number, INVALID_JSON, f"{type(error).__name__}: {error}"[:500])
+        return 0
+    if _SURROGATE_ESCAPE.search(content) and _has_lone_surrogate(record):
+        # json.loads accepts a "\ud800" escape, but the resulting string cannot be encoded as UTF-8.
+        detail = "a \\u escape encodes a lone UTF-16 surrogate, which is not valid Unicode text"
+        collector.reject(file, line_number, INVALID_UTF8, detail)
         return 0
     return int(collector.add_record(record, file, line_number))
+
+
+def _has_lone_surrogate(record: object) -> bool:
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
