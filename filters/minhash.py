@@ -38,7 +38,9 @@ TOKEN_HASH_SEED = 0
 # per (shingle, permutation) at 4,096 to 16,384 shingles, 2 ns at 65,536.
 DEFAULT_BATCH_SHINGLES = 8192
 
+_WORD = r"\w+"
 _WORD_OR_INDENT = r"(?m)^[ \t]+|\w+"
+_NON_ASCII = r"[^\x00-\x7f]"
 _WHITESPACE = r"\s+"
 _SPACELESS = "|".join(_SCRIPTS[name].pattern for name in ("han", "kana", "thai"))
 _ANY_SCRIPT = "|".join(pattern.pattern for pattern in _SCRIPTS.values())
@@ -73,30 +75,69 @@ def char_shingle_mask(texts: pl.Series, langs: pl.Series | None = None) -> np.nd
     True when the language is written without spaces (``CHAR_SHINGLE_LANGS``) or when Han, kana
     or Thai characters make up at least 30% of the characters that belong to a known script.
     """
-    frame = pl.DataFrame({"text": texts.fill_null(""), "lang": langs if langs is not None else [None] * len(texts)})
-    decided = frame.select(
-        pl.col("lang").is_in(list(CHAR_SHINGLE_LANGS)).fill_null(False)
-        | (
-            (pl.col("text").str.count_matches(_SPACELESS) >= 0.3 * pl.col("text").str.count_matches(_ANY_SCRIPT))
-            & (pl.col("text").str.count_matches(_ANY_SCRIPT) > 0)
+    texts = texts.fill_null("")
+    mask = np.zeros(len(texts), dtype=bool)
+    if langs is not None:
+        mask |= langs.is_in(list(CHAR_SHINGLE_LANGS)).fill_null(False).to_numpy().astype(bool)
+    # ASCII text has no Han, kana or Thai, so only the other rows need the script counts.
+    rows = np.flatnonzero(~mask & texts.str.contains(_NON_ASCII).to_numpy().astype(bool))
+    if rows.size:
+        counts = pl.DataFrame({"text": texts.gather(rows)}).select(
+            pl.col("text").str.count_matches(_SPACELESS).alias("spaceless"),
+            pl.col("text").str.count_matches(_ANY_SCRIPT).alias("total"),
         )
-    )
-    return decided.to_series().to_numpy().astype(bool)
+        spaceless, total = counts["spaceless"].to_numpy(), counts["total"].to_numpy()
+        mask[rows] = (total > 0) & (spaceless >= 0.3 * total)
+    return mask
 
 
-def token_lists(texts: pl.Series, use_chars: np.ndarray) -> pl.Series:
+def shingle_texts(texts: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """Return texts that tokenize like their dedup keys, and which of them span several lines.
+
+    Single-line texts only get NFKC and the removal of format (Cf) characters, done by polars
+    for the whole batch: collapsing whitespace would not change their word or character tokens.
+    Multi-line texts, where code keeps its indentation, go through ``dedup_key`` one by one.
+    NOTE: polars' Unicode tables can be newer than Python's ``unicodedata``, so a character
+    assigned in a recent Unicode version may normalize differently here than in exact dedup.
+    """
+    texts = texts.fill_null("")
+    multiline = texts.str.contains(r"[\n\r]").to_numpy().astype(bool)
+    non_ascii = texts.str.contains(_NON_ASCII).to_numpy().astype(bool) & ~multiline
+    values = texts.to_list() if multiline.any() else None
+    if non_ascii.any():
+        rows = np.flatnonzero(non_ascii)
+        cleaned = texts.gather(rows).str.normalize("NFKC").str.replace_all(r"\p{Cf}", "")
+        texts = texts.scatter(rows, cleaned)
+    if values is not None:
+        rows = np.flatnonzero(multiline)
+        texts = texts.scatter(rows, pl.Series([dedup_key(values[row]) for row in rows], dtype=pl.String))
+    return texts, multiline
+
+
+def token_lists(texts: pl.Series, use_chars: np.ndarray, multiline: np.ndarray | None = None) -> pl.Series:
     """Split each text into tokens: characters without whitespace where ``use_chars``, else words.
 
-    ``texts`` should already be dedup keys (see ``filters.normalize.dedup_key``).
+    Word tokens of ``multiline`` rows include indentation runs. ``texts`` should come from
+    ``shingle_texts`` or ``filters.normalize.dedup_key``.
     """
-    frame = pl.DataFrame({"text": texts.fill_null("").str.to_lowercase(), "chars": use_chars})
-    tokens = frame.select(
-        pl.when(pl.col("chars"))
-        .then(pl.col("text").str.replace_all(_WHITESPACE, "").str.split(""))
-        .otherwise(pl.col("text").str.extract_all(_WORD_OR_INDENT))
-        .alias("tokens")
-    )
-    return tokens.to_series()
+    texts = texts.fill_null("").str.to_lowercase()
+    multiline = np.zeros(len(texts), dtype=bool) if multiline is None else multiline
+    parts: list[tuple[np.ndarray, pl.Series]] = []
+    for rows, split in (
+        (np.flatnonzero(use_chars), lambda part: part.str.replace_all(_WHITESPACE, "").str.split("")),
+        (np.flatnonzero(~use_chars & ~multiline), lambda part: part.str.extract_all(_WORD)),
+        (np.flatnonzero(~use_chars & multiline), lambda part: part.str.extract_all(_WORD_OR_INDENT)),
+    ):
+        if rows.size == len(texts):
+            return split(texts).alias("tokens")
+        if rows.size:
+            parts.append((rows, split(texts.gather(rows))))
+    if not parts:
+        return pl.Series("tokens", [], dtype=pl.List(pl.String))
+    # Put the rows of each part back in input order.
+    position = np.empty(len(texts), dtype=np.int64)
+    position[np.concatenate([rows for rows, _ in parts])] = np.arange(len(texts))
+    return pl.concat([part for _, part in parts]).gather(position).alias("tokens")
 
 
 def _combine(token_hashes: np.ndarray, size: int) -> np.ndarray:
@@ -348,9 +389,19 @@ class SignedTexts:
 
 
 def sign_texts(
-    texts: pl.Series, use_chars: np.ndarray, settings: SignatureSettings, permutations=None
+    texts: pl.Series,
+    use_chars: np.ndarray,
+    settings: SignatureSettings,
+    permutations: tuple[np.ndarray, np.ndarray] | None = None,
+    multiline: np.ndarray | None = None,
 ) -> SignedTexts:
-    """Shingle and sign dedup keys: character shingles where ``use_chars``, word shingles elsewhere."""
+    """Shingle and sign texts: character shingles where ``use_chars``, word shingles elsewhere.
+
+    ``texts`` and ``multiline`` come from ``shingle_texts`` (or dedup keys, with ``multiline``
+    marking the keys that contain a line break).
+    """
+    if multiline is None:
+        multiline = texts.fill_null("").str.contains("\n").to_numpy().astype(bool)
     permutations = permutations or minhash_permutations(settings.num_perm, settings.seed)
     kinds = np.zeros(len(texts), dtype=np.int8)
     parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -358,7 +409,8 @@ def sign_texts(
         rows = np.flatnonzero(mask)
         if rows.size == 0:
             continue
-        shingles = shingle_hashes_of_tokens(token_lists(texts.gather(rows), use_chars[rows]), size)
+        tokens = token_lists(texts.gather(rows), use_chars[rows], multiline[rows])
+        shingles = shingle_hashes_of_tokens(tokens, size)
         has_shingles = shingles.counts > 0
         kinds[rows[has_shingles]] = code
         kept = ShingleHashes(shingles.hashes, np.concatenate(([0], shingles.offsets[1:][has_shingles])))
@@ -376,16 +428,17 @@ def sign_frame(frame: pl.DataFrame, settings: SignatureSettings, normalize: bool
 
     The shingle kind comes from a boolean ``use_chars`` column if there is one, else from
     ``char_shingle_mask`` of the text and the optional ``lang`` column. With ``normalize`` the
-    texts are first turned into dedup keys (``filters.normalize.dedup_key``).
+    texts first go through ``shingle_texts``; without it they must already be dedup keys.
     """
     texts = frame["text"]
+    multiline = None
     if normalize:
-        texts = pl.Series("text", [dedup_key(text) for text in texts.to_list()], dtype=pl.String)
+        texts, multiline = shingle_texts(texts)
     if "use_chars" in frame.columns:
         use_chars = frame["use_chars"].to_numpy().astype(bool)
     else:
         use_chars = char_shingle_mask(texts, frame["lang"] if "lang" in frame.columns else None)
-    return sign_texts(texts, use_chars, settings)
+    return sign_texts(texts, use_chars, settings, multiline=multiline)
 
 
 def sign_batches(

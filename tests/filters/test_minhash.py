@@ -20,6 +20,7 @@ from filters.minhash import (
     minhash_signatures,
     shingle_hash,
     shingle_hashes_of_tokens,
+    shingle_texts,
     sign_batches,
     sign_texts,
     signatures_of,
@@ -35,7 +36,7 @@ def words(seed: int, count: int = 200) -> list[str]:
 
 
 def tokens_of(text: str, chars: bool = False) -> list[str]:
-    return token_lists(pl.Series([text]), np.array([chars])).to_list()[0]
+    return token_lists(pl.Series([text]), np.array([chars]), np.array(["\n" in text])).to_list()[0]
 
 
 def reference_minhash(tokens: list[str], size: int, num_perm: int, seed: int) -> MinHash:
@@ -187,3 +188,27 @@ def test_expected_word_jaccard_at_five_percent():
 def test_shingle_hashes_type():
     shingles = ShingleHashes(np.array([1, 2], dtype=np.uint32), np.array([0, 2]))
     assert shingles.counts.tolist() == [2]
+
+
+TRICKY_TEXTS = [
+    "Use a\u00a0virtual environ\u200bment for each project\uff0e",
+    "\ufeffUse a  virtual environment\r\nfor each project.",
+    "co\u00adoperate\u2060 now \uff11\uff12",
+    "学习编程\u3000最好，遇到问题先查文档。",
+    "```python\nfor x in xs:\n    a(x)\n    b()\n```",
+    "Try  this:\r\n```\n  x = 1\n```\nIt   works.",
+    "  leading spaces and trailing tabs\t\t",
+    "ﬁne ligatures and Ⅻ numerals",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_shingle_texts_tokenize_like_dedup_keys(text):
+    """The batch normalization gives the same tokens as the per-sample exact-dedup key."""
+    from filters.normalize import dedup_key
+
+    batch_texts, multiline = shingle_texts(pl.Series([text]))
+    key = dedup_key(text)
+    for chars in (False, True):
+        batch_tokens = token_lists(batch_texts, np.array([chars]), multiline).to_list()[0]
+        assert batch_tokens == tokens_of(key, chars)
