@@ -87,7 +87,7 @@ def mixture_weights(context: AssetExecutionContext, config: MixingSettings, ware
 
 
 class MixtureSettings(Config):
-    samples_per_round: int = Field(default=256, description="Training examples drawn for one round.")
+    samples_per_round: int = Field(default=128, description="Training examples drawn for one round.")
     max_repeats: int = Field(default=3, description="Maximum times one sample may repeat inside a round.")
     seed: int = Field(default=0, description="Base seed; round r samples with seed + r.")
 

@@ -19,10 +19,10 @@ from trainer.train import TrainConfig, save_checkpoint, train
 
 
 class TrainingSettings(Config):
-    max_steps: int = Field(default=32, description="Optimizer steps per round.")
+    max_steps: int = Field(default=16, description="Optimizer steps per round.")
     batch_size: int = Field(default=8, description="Sequences per optimizer step.")
     learning_rate: float = Field(default=5e-5, description="Peak AdamW learning rate.")
-    max_seq_len: int = Field(default=256, description="Tokens per training sequence; longer ones are truncated and counted.")
+    max_seq_len: int = Field(default=192, description="Tokens per training sequence; longer ones are truncated and counted.")
     seed: int = Field(default=0, description="Seed for shuffling and initialization; round r uses seed + r.")
     continue_from_previous_round: bool = Field(
         default=True, description="Start round r from round r-1's checkpoint instead of the base model."
@@ -104,9 +104,9 @@ def trained_model(
 class EvaluationSettings(Config):
     max_eval_per_task: int = Field(default=48, description="Held-out items per task used for the loss.")
     max_generate_per_task: int = Field(
-        default=6, description="Items per task answered by greedy generation for accuracy (math, code)."
+        default=4, description="Items per task answered by greedy generation for accuracy (math, code)."
     )
-    max_new_tokens: int = Field(default=96, description="Generation budget per item, in tokens.")
+    max_new_tokens: int = Field(default=64, description="Generation budget per item, in tokens.")
     max_seq_len: int = Field(default=256, description="Tokens per evaluation sequence.")
 
 
