@@ -125,5 +125,5 @@ def test_ui_shows_every_stage_and_materializes_raw_samples(dagster_dev, tmp_path
     import duckdb
 
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
-        rows = con.sql("SELECT count(*) FROM raw_samples").fetchone()[0]
+        rows = con.execute("SELECT count(*) FROM raw_samples").fetchone()[0]
     assert rows == len(FIXTURE_ROWS)
