@@ -52,11 +52,35 @@ def errors_by_round(warehouse: Warehouse) -> pl.DataFrame:
     )
 
 
+def weight_moves(warehouse: Warehouse) -> list[str]:
+    """One line per round r >= 1: how round r-1's highest-loss task's weight changed."""
+    if not (warehouse.table_exists("feedback") and warehouse.table_exists("mixture_weights")):
+        return []
+    weights = {
+        (r, t): w for r, t, w in warehouse.query("SELECT round, task, weight FROM mixture_weights").iter_rows()
+    }
+    feedback = warehouse.query("SELECT round, task, mean_loss FROM feedback WHERE mean_loss IS NOT NULL")
+    lines = []
+    for round_key in sorted({r for r, _ in weights if r >= 1}):
+        losses = feedback.filter(pl.col("round") == round_key - 1).sort("mean_loss", descending=True)
+        if losses.height == 0 or (round_key - 1, losses["task"][0]) not in weights:
+            continue
+        worst, loss = losses["task"][0], losses["mean_loss"][0]
+        before, after = weights[(round_key - 1, worst)], weights.get((round_key, worst), 0.0)
+        direction = "up" if after > before else "down" if after < before else "unchanged"
+        lines.append(
+            f"round {round_key}: round {round_key - 1}'s highest-loss task was {worst} (loss {loss:.3f}); "
+            f"its weight went {direction}, {before:.3f} -> {after:.3f}"
+        )
+    return lines
+
+
 def render_report(warehouse: Warehouse, timings: dict[str, float]) -> str:
     parts = [f"Warehouse: {warehouse.file}", "", "Funnel (rows after each stage):", _format(funnel(warehouse))]
     parts += ["", "Rejected, by stage and reason:", _format(rejections(warehouse))]
     parts += ["", "Mixture weights per round:", _format(weights_by_round(warehouse))]
     parts += ["", "Per-task error per round (held-out):", _format(errors_by_round(warehouse))]
+    parts += weight_moves(warehouse)
     if timings:
         parts += ["", "Wall time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())]
     return "\n".join(parts)
