@@ -70,6 +70,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV = 0x1, 0x2, 0x4
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 0x40000
+PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 
 # Jailed snippets run as JAIL_UID_BASE + their pid. Pids stay below 2**22 on Linux, so these uids
@@ -283,6 +284,10 @@ def _make_preexec(
         os.setresuid(uid, uid, uid)
         if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+        # Set after the uid change, which clears it: if the pipeline process dies (SIGKILL included),
+        # the kernel kills the snippet. Processes the snippet started do not inherit this.
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
     return preexec
 

@@ -6,6 +6,9 @@ Without the jail the sandbox does not claim to stop file access, so the tests sk
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -169,3 +172,34 @@ def test_code_check_rejects_hostile_samples_with_reasons(canary_dir):
     assert reasons["network"] == "forbidden"
     assert time.monotonic() - started < 30
     assert os.path.exists(secret)
+
+
+
+def live_children(parent_pid: int) -> list[int]:
+    """Return the pids of non-zombie processes whose parent is ``parent_pid``."""
+    children = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        status = sandbox._proc_fields(entry, "status") or ""
+        if f"PPid:\t{parent_pid}\n" in status and "State:\tZ" not in status:
+            children.append(int(entry))
+    return children
+
+
+def test_snippet_dies_with_its_parent():
+    """A pipeline process killed with SIGKILL takes its running snippet with it."""
+    script = (
+        "import sys\nsys.path.insert(0, sys.argv[1])\nfrom filters.sandbox import run_python\n"
+        "run_python('import time\\ntime.sleep(600)', timeout_s=600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).resolve().parents[2])])
+    deadline = time.monotonic() + 60
+    snippets = []
+    while not snippets and time.monotonic() < deadline:
+        time.sleep(0.2)
+        snippets = [pid for pid in live_children(parent.pid) if "-I" in (sandbox._proc_fields(str(pid), "cmdline") or "")]
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    time.sleep(0.5)
+    survivors = [pid for pid in snippets if "State:\tZ" not in (sandbox._proc_fields(str(pid), "status") or "State:\tZ")]
+    assert snippets
+    assert survivors == []
