@@ -10,6 +10,7 @@ chosen by evaluating the real ``next_round_sensor`` against the instance, as the
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -24,22 +25,29 @@ def _ensure_dagster_home() -> None:
         os.environ["DAGSTER_HOME"] = str(home)
 
 
-def run_curation(defs, instance) -> float:
-    started = time.perf_counter()
+def step_seconds(instance, run_id: str, prefix: str = "") -> dict[str, float]:
+    """Wall time of every step of a run, from the instance's step statistics."""
+    return {
+        f"{prefix}{stats.step_key}": stats.end_time - stats.start_time
+        for stats in instance.get_run_step_stats(run_id)
+        if stats.start_time and stats.end_time
+    }
+
+
+def run_curation(defs, instance) -> dict[str, float]:
     result = defs.resolve_job_def("curation_job").execute_in_process(instance=instance, raise_on_error=False)
     if not result.success:
         raise SystemExit("curation_job failed; open the run in the Dagster UI (make ui) to see which step and why")
-    return time.perf_counter() - started
+    return step_seconds(instance, result.run_id)
 
 
-def run_round(defs, instance, round_key: str) -> float:
-    started = time.perf_counter()
+def run_round(defs, instance, round_key: str) -> dict[str, float]:
     result = defs.resolve_job_def("loop_job").execute_in_process(
         instance=instance, partition_key=round_key, raise_on_error=False
     )
     if not result.success:
         raise SystemExit(f"loop_job failed for round {round_key}; see the run in the Dagster UI (make ui)")
-    return time.perf_counter() - started
+    return step_seconds(instance, result.run_id, prefix=f"round {round_key} ")
 
 
 def rounds_from_sensor(defs, instance) -> list[str]:
@@ -64,16 +72,20 @@ def demo(rounds: int) -> None:
 
     defs = build_definitions(max_rounds=rounds)
     instance = DagsterInstance.get()
-    timings = {"curation": run_curation(defs, instance)}
+    started = time.perf_counter()
+    timings = run_curation(defs, instance)
 
     instance.add_dynamic_partitions("round", ["0"])
     pending = ["0"]
     while pending:
         round_key = pending.pop(0)
         print(f"round {round_key}: mixing, training and evaluating", flush=True)
-        timings[f"round {round_key}"] = run_round(defs, instance, round_key)
+        timings |= run_round(defs, instance, round_key)
         pending.extend(rounds_from_sensor(defs, instance))
+    timings["total"] = time.perf_counter() - started
     print_report(timings)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"Peak memory (max RSS of this process): {peak_mb:.0f} MB")
 
 
 def print_report(timings: dict[str, float] | None = None) -> None:

@@ -82,5 +82,6 @@ def render_report(warehouse: Warehouse, timings: dict[str, float]) -> str:
     parts += ["", "Per-task error per round (held-out):", _format(errors_by_round(warehouse))]
     parts += weight_moves(warehouse)
     if timings:
-        parts += ["", "Wall time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())]
+        parts += ["", "Wall time per step (seconds):"]
+        parts += [f"  {name:<40} {seconds:8.1f}" for name, seconds in timings.items()]
     return "\n".join(parts)
