@@ -91,8 +91,11 @@ class Corpus:
         self.chinese_share, self.duplicate_share = chinese_share, duplicate_share
         self.vocabulary = english_vocabulary(20_000, seed)
         ranks = np.arange(1, self.vocabulary.size + 1, dtype=np.float64)
-        self.word_p = (1.0 / ranks**1.05) / (1.0 / ranks**1.05).sum()
-        self.chars, self.char_p = chinese_characters()
+        self.word_cdf = np.cumsum(1.0 / ranks**1.05)
+        self.word_cdf /= self.word_cdf[-1]
+        self.chars, char_p = chinese_characters()
+        self.char_cdf = np.cumsum(char_p)
+        self.char_cdf /= self.char_cdf[-1]
 
     def batch(self, index: int) -> tuple[pl.DataFrame, list[tuple[str, float, list[int]]]]:
         """Return batch ``index`` (columns doc, text, lang) and its injected groups.
@@ -105,12 +108,12 @@ class Corpus:
         variants = int(round(size * self.duplicate_share))
         bases = size - variants
         is_chinese = generator.random(bases) < self.chinese_share
-        texts: list[list[str]] = []
-        for chinese in is_chinese:
-            if chinese:
-                texts.append(list(generator.choice(self.chars, CHARS_PER_DOC, p=self.char_p)))
-            else:
-                texts.append(list(generator.choice(self.vocabulary, WORDS_PER_DOC, p=self.word_p)))
+        # Zipf draws for the whole batch at once: inverse CDF of uniform numbers.
+        word_draws = self.vocabulary[np.searchsorted(self.word_cdf, generator.random((bases, WORDS_PER_DOC)))]
+        char_draws = self.chars[np.searchsorted(self.char_cdf, generator.random((bases, CHARS_PER_DOC)))]
+        texts: list[list[str]] = [
+            (char_draws[row] if chinese else word_draws[row]).tolist() for row, chinese in enumerate(is_chinese)
+        ]
         langs = ["zh" if chinese else "en" for chinese in is_chinese]
         groups: dict[int, list[tuple[str, float, int]]] = {}
         for variant in range(variants):

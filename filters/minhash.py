@@ -34,8 +34,8 @@ from filters.normalize import dedup_key
 
 TOKEN_HASH_SEED = 0
 # Lengths of the runs of signature work: a (num_perm x 8192) uint32 block is 4 MiB at 128
-# permutations, which stays in the L2/L3 cache. Measured on this 2-core machine: about 0.7 ns
-# per (shingle, permutation) at 4,096 to 16,384 shingles, 2 ns at 65,536.
+# permutations, which stays in the L2/L3 cache. Measured with numpy 2.4 on a 2-core x86 VM: about
+# 0.7 ns per (shingle, permutation) at 4,096 to 16,384 shingles, 2 ns at 65,536.
 DEFAULT_BATCH_SHINGLES = 8192
 
 _WORD = r"\w+"

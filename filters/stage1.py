@@ -1,4 +1,4 @@
-"""Stage 1: quality rules, exact dedup, MinHash near-dedup and toxicity, in that order.
+"""Stage 1: quality rules, exact dedup, MinHash near-dedup, optional semantic dedup and toxicity, in that order.
 
 ``run_stage1`` takes SAMPLE_SCHEMA rows and returns a ``StageResult``: each input row is kept or
 has exactly one ledger row, from the first step that rejected it. The stored prompt and response
@@ -13,6 +13,7 @@ import polars as pl
 from filters.dedup import CLUSTER_SCHEMA, DedupConfig, exact_dedup, near_dedup
 from filters.quality import QualityConfig, apply_quality_rules
 from filters.schema import SAMPLE_SCHEMA, StageResult, concat_ledgers
+from filters.semantic_dedup import SemanticDedupConfig, semantic_dedup
 from filters.toxicity import ToxicityConfig, ToxicityScorer, apply_toxicity
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class Stage1Config:
             word-5-gram Jaccard of about 0.63).
         num_perm, bands, rows: MinHash permutations and LSH banding. ``bands`` and ``rows`` left
             as ``None`` come from ``filters.minhash.lsh_parameters``: 42 x 3 at threshold 0.5.
-        dedup_processes: worker processes that sign responses; 1 signs in this process.
+        dedup_processes, dedup_batch_documents: worker processes that sign responses (1 signs in
+            this process) and responses per batch sent to a worker. Results do not depend on them.
         word_shingle_size: words per shingle for spaced languages, 5.
         char_shingle_size: characters per shingle for Chinese, Japanese, Thai and similar, 3. On
             two Chinese answers that differ by one inserted character, character 3-gram Jaccard
@@ -57,6 +59,9 @@ class Stage1Config:
         seed: seed of the MinHash permutations; outputs depend on nothing else random.
         survivor_rule: ``"quality_then_id"`` (highest quality_score, ties to the lowest
             sample_id) or ``"lowest_id"``.
+        semantic_dedup: also remove samples whose prompt and response embeddings both reach
+            ``min_semantic_cosine`` (reason ``semantic_duplicate``). Off by default because it
+            runs the sentence embedder on every sample and compares all pairs.
     Toxicity:
         max_toxicity: rows whose response score is at or above this are rejected. 0.35: with
             alt-profanity-check 1.9.1 and 24-word windows, benign technical, medical and
@@ -84,6 +89,9 @@ class Stage1Config:
     seed: int = 1
     survivor_rule: str = "quality_then_id"
     dedup_processes: int = 1
+    dedup_batch_documents: int = 20_000
+    semantic_dedup: bool = False
+    min_semantic_cosine: float = 0.95
     max_toxicity: float = 0.35
     toxicity_chunk_tokens: int = 24
     toxicity_chunk_stride_tokens: int = 12
@@ -93,6 +101,7 @@ class Stage1Config:
         self.quality_config()
         self.dedup_config()
         self.toxicity_config()
+        self.semantic_dedup_config()
 
     def quality_config(self) -> QualityConfig:
         return QualityConfig(
@@ -117,7 +126,11 @@ class Stage1Config:
             seed=self.seed,
             survivor_rule=self.survivor_rule,
             processes=self.dedup_processes,
+            batch_documents=self.dedup_batch_documents,
         )
+
+    def semantic_dedup_config(self) -> SemanticDedupConfig:
+        return SemanticDedupConfig(min_cosine=self.min_semantic_cosine, survivor_rule=self.survivor_rule)
 
     def toxicity_config(self) -> ToxicityConfig:
         return ToxicityConfig(
@@ -138,22 +151,23 @@ def _check_input(samples: pl.DataFrame) -> None:
         raise ValueError("sample_id must not be null in stage 1 input.")
 
 
-def _point_to_final_survivor(exact_rejected: pl.DataFrame, near_rejected: pl.DataFrame) -> pl.DataFrame:
-    """Point each exact duplicate at the sample that was finally kept.
+def _point_to_final_survivor(earlier: pl.DataFrame, later: pl.DataFrame, reason: str) -> pl.DataFrame:
+    """Point ledger rows of an earlier dedup step at the sample that was finally kept.
 
-    An exact survivor can itself be removed as a near duplicate; its exact duplicates then name
-    the near survivor in ``duplicate_of`` and keep the direct match in ``detail``.
+    A survivor of an earlier step can itself be removed by a later one (``reason``); the rows
+    that named it then name the later survivor in ``duplicate_of`` and keep the direct match in
+    ``detail``.
     """
-    near_of = near_rejected.filter(pl.col("reason") == "near_duplicate").select(
+    later_of = later.filter(pl.col("reason") == reason).select(
         pl.col("sample_id").alias("duplicate_of"), pl.col("duplicate_of").alias("_final")
     )
-    if near_of.height == 0:
-        return exact_rejected
+    if later_of.height == 0:
+        return earlier
     return (
-        exact_rejected.join(near_of, on="duplicate_of", how="left", maintain_order="left")
+        earlier.join(later_of, on="duplicate_of", how="left", maintain_order="left")
         .with_columns(
             pl.when(pl.col("_final").is_not_null())
-            .then(pl.format("{}, which is a near duplicate of {}", pl.col("detail"), pl.col("_final")))
+            .then(pl.format("{}, which is a {} of {}", pl.col("detail"), pl.lit(reason.replace("_", " ")), pl.col("_final")))
             .otherwise(pl.col("detail"))
             .alias("detail"),
             pl.coalesce("_final", "duplicate_of").alias("duplicate_of"),
@@ -162,8 +176,11 @@ def _point_to_final_survivor(exact_rejected: pl.DataFrame, near_rejected: pl.Dat
     )
 
 
-def run_stage1(samples: pl.DataFrame, config: Stage1Config, toxicity: ToxicityScorer) -> StageResult:
-    """Run quality rules, exact dedup, near dedup and toxicity on ``samples``.
+def run_stage1(samples: pl.DataFrame, config: Stage1Config, toxicity: ToxicityScorer, embedder=None) -> StageResult:
+    """Run quality rules, exact dedup, near dedup, optional semantic dedup and toxicity on ``samples``.
+
+    ``embedder`` (``filters.embed.Embedder``) is used only when ``config.semantic_dedup`` is set;
+    when it is None the packaged default embedder is loaded.
 
     Kept rows keep every input column, in input order, and gain ``quality_score``,
     ``shingle_kind``, ``toxicity_score``, ``toxicity_prompt_score``, ``toxicity_model``,
@@ -176,11 +193,24 @@ def run_stage1(samples: pl.DataFrame, config: Stage1Config, toxicity: ToxicitySc
     quality = apply_quality_rules(samples, config.quality_config(), stage=STAGE)
     exact = exact_dedup(quality.kept, config.survivor_rule, stage=STAGE)
     near = near_dedup(exact.kept, config.dedup_config(), stage=STAGE)
-    toxic = apply_toxicity(near.kept, toxicity, config.toxicity_config(), stage=STAGE)
+    semantic = near
+    if config.semantic_dedup:
+        if embedder is None:
+            from filters.embed import load_embedder
 
-    exact_rejected = _point_to_final_survivor(exact.rejected, near.rejected)
-    rejected = concat_ledgers([quality.rejected, exact_rejected, near.rejected, toxic.rejected])
-    clusters = pl.concat([exact.tables["clusters"], near.tables["clusters"]]).cast(CLUSTER_SCHEMA)
+            embedder = load_embedder()
+        semantic = semantic_dedup(near.kept, embedder, config.semantic_dedup_config(), stage=STAGE)
+    toxic = apply_toxicity(semantic.kept, toxicity, config.toxicity_config(), stage=STAGE)
+
+    exact_rejected = _point_to_final_survivor(exact.rejected, near.rejected, "near_duplicate")
+    dedup_parts = [exact_rejected, near.rejected]
+    clusters = [exact.tables["clusters"], near.tables["clusters"]]
+    if semantic is not near:
+        dedup_parts = [_point_to_final_survivor(part, semantic.rejected, "semantic_duplicate") for part in dedup_parts]
+        dedup_parts.append(semantic.rejected)
+        clusters.append(semantic.tables["clusters"])
+    rejected = concat_ledgers([quality.rejected, *dedup_parts, toxic.rejected])
+    clusters = pl.concat(clusters).cast(CLUSTER_SCHEMA)
     result = StageResult(kept=toxic.kept, rejected=rejected, tables={"clusters": clusters}, rows_in=samples.height)
     result.check_conservation(samples["sample_id"])
     log.info("stage 1: %d kept, rejected by reason %s", result.kept.height, result.reason_counts())
