@@ -39,14 +39,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from filters.consistency import (
+from filters.consistency import NliScorer, pair_cache_key, score_with_cache
+from filters.nli_pairs import (
     KIND_PROMPT_VS_RESPONSE,
-    NliScorer,
     PairPlanner,
     SamplePlan,
-    pair_cache_key,
     rank_candidates,
-    score_with_cache,
     word_overlap,
 )
 from filters.embed import Embedder

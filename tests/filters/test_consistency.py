@@ -7,19 +7,21 @@ import numpy as np
 import pytest
 
 from filters.consistency import (
+    CrossEncoderNli,
+    NliScorer,
+    find_label_index,
+    pair_cache_key,
+    score_with_cache,
+)
+from filters.nli_pairs import (
     KIND_ANSWER_VS_REASONING,
     KIND_PROMPT_VS_RESPONSE,
     KIND_WITHIN_RESPONSE,
-    CrossEncoderNli,
-    NliScorer,
     PairCandidate,
     PairPlanner,
     are_enumerated_siblings,
     clean_for_nli,
-    find_label_index,
-    pair_cache_key,
     rank_candidates,
-    score_with_cache,
 )
 
 MODEL_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "nli-minilm-l6"
