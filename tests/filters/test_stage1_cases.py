@@ -301,3 +301,34 @@ def test_packaged_survivors_independent_of_batching(packaged_samples, scorer):
     in_batches = run_stage1(packaged_samples, Stage1Config(dedup_processes=2, dedup_batch_documents=500), scorer)
     assert sorted(whole.kept["sample_id"].to_list()) == sorted(in_batches.kept["sample_id"].to_list())
     assert whole.tables["clusters"].equals(in_batches.tables["clusters"])
+
+
+WHY_REMOVED_SQL = """
+SELECT c.sample_id, c.kind, c.cluster_id, l.reason, l.score, l.threshold,
+       c.survivor_id AS kept_in_cluster, l.duplicate_of AS kept_finally, k.response AS kept_response
+FROM stage1_clusters c
+JOIN rejection_ledger l ON l.sample_id = c.sample_id AND l.stage = 'stage1'
+LEFT JOIN raw_samples k ON k.sample_id = l.duplicate_of
+WHERE NOT c.is_survivor AND c.sample_id = $sample_id
+"""
+
+
+def test_cluster_query_explains_removal(scorer):
+    """One DuckDB query over the stage-1 tables says why a sample was removed and what was kept."""
+    import duckdb
+
+    rows = read_case("case04a.jsonl", "case04b.jsonl")
+    raw_samples = to_frame(rows)
+    result = run(rows, scorer)
+    connection = duckdb.connect()
+    connection.register("stage1_clusters", result.tables["clusters"].to_arrow())
+    connection.register("rejection_ledger", result.rejected.with_columns(pl.lit("stage1").alias("stage")).to_arrow())
+    connection.register("raw_samples", raw_samples.to_arrow())
+    answer = connection.execute(WHY_REMOVED_SQL, {"sample_id": "r3"}).fetchall()
+    assert len(answer) == 1
+    sample_id, kind, cluster_id, reason, score, threshold, kept_in_cluster, kept_finally, kept_response = answer[0]
+    assert (sample_id, kind, cluster_id, reason) == ("r3", "near", "near:r1", "near_duplicate")
+    assert score >= threshold
+    assert kept_in_cluster == "r1"
+    assert kept_finally == "r1"
+    assert kept_response == raw_samples.filter(pl.col("sample_id") == "r1")["response"].item()
