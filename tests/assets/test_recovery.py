@@ -133,3 +133,41 @@ def test_threshold_change_alters_only_its_decisions(tmp_path, warehouse, materia
         assert kept_after[sample_id] == score
     for row in toxic_before:
         assert kept_after[row[0]] == row[4]
+
+
+def write_accounting_tables(warehouse, *, ledger_ids, quarantine_lines, records=4) -> None:
+    """Write a minimal raw/selected/ledger/quarantine state for source ``s``: samples a, b, c."""
+    warehouse.replace_tables(
+        {
+            "raw_samples": pl.DataFrame({"sample_id": ["a", "b", "c"], "source": ["s"] * 3}),
+            "selected_samples": pl.DataFrame({"sample_id": ["a"], "source": ["s"]}),
+            "quarantine": pl.DataFrame(
+                {"source": ["s"] * len(quarantine_lines), "file": ["f.jsonl"] * len(quarantine_lines),
+                 "line": quarantine_lines, "reason": ["invalid_json"] * len(quarantine_lines)},
+                schema={"source": pl.String, "file": pl.String, "line": pl.Int64, "reason": pl.String},
+            ),
+            "ingest_files": pl.DataFrame({"source": ["s"], "file": ["f.jsonl"], "records": [records]}),
+        }
+    )
+    rows = [{"sample_id": sample_id, "stage": "stage1", "round": None} for sample_id in ledger_ids]
+    warehouse.replace_table(
+        "rejection_ledger", pl.DataFrame(rows, schema={"sample_id": pl.String, "stage": pl.String, "round": pl.Int64})
+    )
+
+
+@pytest.mark.parametrize(
+    "case, ledger_ids, quarantine_lines, passed",
+    [
+        ("every_record_placed", ["b", "c"], [4], True),
+        ("ledger_row_missing", ["b"], [4], False),
+        ("sample_in_two_places", ["a", "b", "c"], [4], False),
+        ("quarantine_row_missing", ["b", "c"], [], False),
+        ("quarantine_line_twice", ["b", "c"], [4, 4], False),
+    ],
+)
+def test_accounting_check_cases(warehouse, case, ledger_ids, quarantine_lines, passed):
+    from assets.checks import raw_samples_accounted_for
+
+    write_accounting_tables(warehouse, ledger_ids=ledger_ids, quarantine_lines=quarantine_lines)
+    result = raw_samples_accounted_for(warehouse=warehouse)
+    assert result.passed is passed, (case, result.metadata)
