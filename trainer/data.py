@@ -1,5 +1,6 @@
 """Draw the training mixture from selected samples and turn rows into token ids with response-only labels."""
 
+import hashlib
 import logging
 import math
 import zlib
@@ -146,6 +147,15 @@ def sample_mixture(
         plan.drawn,
     )
     return mixture
+
+
+def sample_ids_sha256(sample_ids: list[str]) -> str:
+    """Hash a mixture's sample ids, sorted and newline-joined, so that the same draw gives the same hash.
+
+    Repeated ids count once per occurrence, so a mixture that repeats a sample hashes differently from
+    one that does not.
+    """
+    return hashlib.sha256("\n".join(sorted(sample_ids)).encode("utf-8")).hexdigest()
 
 
 def _draw_indices(available: int, count: int, generator: np.random.Generator) -> np.ndarray:

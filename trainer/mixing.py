@@ -1,25 +1,53 @@
 """Per-task mixture weights for round r, computed from round r-1's evaluation feedback.
 
-The default rule is a multiplicative weights update, as surveyed by Arora, Hazan and Kale (2012, "The
-Multiplicative Weights Update Method: a Meta-Algorithm and Applications", Theory of Computing 8). Each
-task's weight is multiplied by ``exp(eta * s)``, where ``s`` grows with the task's error. So the next
-round samples more from the tasks the model still gets wrong. DoReMi (Xie et al. 2023, "DoReMi: Optimizing Data Mixtures
-Speeds Up Language Model Pretraining") applies the same update per domain with the excess loss over a
-reference model as the gain, and mixes the result with the uniform distribution.
+Rules (``MixingConfig.rule``):
 
-This module departs from both in these ways:
+- ``multiplicative_weights`` (default): the multiplicative weights update, as surveyed by Arora, Hazan
+  and Kale (2012, "The Multiplicative Weights Update Method: a Meta-Algorithm and Applications",
+  Theory of Computing 8). Each task's weight is multiplied by ``exp(eta * s)``, where ``s`` grows with
+  the task's error, so the next round samples more from the tasks the model still gets wrong. DoReMi
+  (Xie et al. 2023, "DoReMi: Optimizing Data Mixtures Speeds Up Language Model Pretraining") applies
+  the same update per domain with the excess loss over a reference model as the gain.
+- ``exp3``: the EXP3 bandit update (Auer, Cesa-Bianchi, Freund and Schapire 2002, "The Nonstochastic
+  Multiarmed Bandit Problem", SIAM J. Computing 32), which Online Data Mixing (Albalak et al. 2023)
+  uses to pick domains during pre-training. Rewards are scaled to [0, 1], divided by the task's
+  current weight (the importance-weighted estimate), and the result is mixed with the uniform
+  distribution with share ``exploration``. The mixing with uniform keeps every task sampled when the
+  signal is noisy.
+- ``uniform`` and ``proportional``: the static baselines, equal weight per task with data, or weight
+  proportional to the task's available rows (stratified sampling).
 
-- The gain is relative: ``s_i = signal_i / mean(signal over tasks with a signal) - 1``. Identical
-  signals give ``s = 0`` and leave the mixture where it was, and the update does not depend on the
-  scale of the loss. There is no reference model, so there is no excess loss.
+Signals (``MixingConfig.signal``):
+
+- ``loss``: the held-out loss.
+- ``loss_change``: the change of the loss since the previous round, so a task that stopped improving
+  gains weight.
+- ``excess_loss``: the loss minus a reference model's loss on the same items. This is DoReMi's
+  signal, here with the base model as the reference.
+- ``accuracy``: the error rate 1 - accuracy.
+
+This module departs from the sources in these ways:
+
+- The gain is centered and scaled: ``s_i = (v_i - mean(v)) / mean(|v|)`` over the tasks with a
+  signal. For a positive signal such as the loss this is ``v_i / mean(v) - 1``. Identical signals
+  give ``s = 0`` and leave the mixture where it was, and the update does not depend on the scale of
+  the signal.
+- EXP3 keeps the previous round's weights as its state instead of cumulative unnormalized weights,
+  because the previous weights are what the warehouse records.
 - ``eta * s`` is clipped to ``[-max_step, max_step]``, which bounds how far one round can move a task.
-- The result is clipped to ``[min_weight, max_weight]`` by proportional water-filling, so that no task
-  is starved and no task takes the whole mixture. Without bounds, a task whose error stays highest
-  for a few rounds pulls the mixture toward one-hot.
-- ``smoothing`` mixes the update with the previous weights, not with the uniform distribution, so
-  that identical signals still leave the mixture unchanged.
+
+Guard rails, applied to every rule:
+
+- The weights are clipped to ``[min_weight, max_weight]`` by proportional water-filling, so that no
+  task is starved and no task takes the whole mixture. Without bounds, a task whose error stays
+  highest for a few rounds pulls the mixture toward one-hot.
+- ``smoothing`` mixes the new weights with the previous ones, and ``max_change`` limits the change
+  of any task's weight in one round. Both are convex combinations of two weight vectors that sum to
+  1 and respect the bounds, so the result does too.
 - A task without an evaluation signal keeps its previous weight before renormalization, and a task
   without available rows gets weight exactly 0.
+- How often one sample may repeat within a round is capped by the sampler
+  (``trainer.data.plan_mixture``, ``max_repeats``).
 
 The module is pure Python: it imports neither torch nor polars.
 """
@@ -30,46 +58,62 @@ from dataclasses import asdict, dataclass, field
 
 log = logging.getLogger(__name__)
 
-RULES = ("multiplicative_weights", "uniform", "proportional")
-SIGNALS = ("loss", "accuracy")
+RULES = ("multiplicative_weights", "exp3", "uniform", "proportional")
+SIGNALS = ("loss", "loss_change", "excess_loss", "accuracy")
+FEEDBACK_RULES = ("multiplicative_weights", "exp3")
 
 FLAG_OK = "ok"
 FLAG_NO_SIGNAL = "no_signal"
 FLAG_NO_DATA = "no_data"
 FLAG_INITIAL = "initial"
 
+# A previous weight below this counts as 0, so the task restarts from the uniform share. Shares of
+# denormal size would otherwise underflow to 0 after renormalization, and a task at 0 cannot grow.
+MIN_CARRIED_WEIGHT = 1e-9
+
 
 @dataclass(frozen=True)
 class MixingConfig:
     """Settings of the mixture update.
 
-    rule: "multiplicative_weights" (feedback-driven), or the baselines "uniform" (equal weight per
-        task with data) and "proportional" (weight proportional to available rows).
-    signal: "loss" uses the mean response-token loss, "accuracy" uses the error rate 1 - accuracy.
-        Either way, a higher error gives more weight.
-    eta: step size of the multiplicative update, >= 0. At 0 the mixture never moves.
+    rule: "multiplicative_weights" or "exp3" (feedback-driven), or the static baselines "uniform"
+        (equal weight per task with data) and "proportional" (weight proportional to available rows).
+    signal: "loss" (mean response-token loss), "loss_change" (loss minus the previous round's loss),
+        "excess_loss" (loss minus the reference model's loss) or "accuracy" (error rate
+        1 - accuracy). A higher value gives more weight. A task that lacks a value the signal needs
+        is flagged ``no_signal``.
+    eta: step size of the update, >= 0. At 0 the mixture never moves. The default 2.0 moves a task
+        whose loss is 30% above the mean by a factor of about 1.8 in one round.
     min_weight: floor for every task with data, in [0, 1). The default 0.05 keeps a task in the mixture
         even when the model already does well on it.
-    max_weight: cap for every task, in (0, 1]. The default 0.6 keeps at least 40% of the mixture for
+    max_weight: cap for every task, in (0, 1]. The default 0.8 keeps at least 20% of the mixture for
         the other tasks.
     max_step: maximum absolute value of ``eta * s`` for one task in one round, > 0. The default 1.0
         limits one round to a factor of e in either direction before renormalization.
-    smoothing: share of the previous weights mixed into the updated weights, in [0, 1). 0 applies the
+    max_change: maximum absolute change of one task's weight from the previous round, in (0, 1]. The
+        default 0.5 does not bind for the default eta and max_step with three or more tasks.
+    smoothing: share of the previous weights mixed into the new weights, in [0, 1). 0 applies the
         full update.
+    exploration: share of the uniform distribution mixed into the "exp3" weights, in [0, 1). Only
+        "exp3" reads it.
     seed: recorded in ``settings`` for provenance. None of the rules draws random numbers.
 
-    The bounds apply to every rule. Set min_weight=0 and max_weight=1 for unclipped baselines. When the
+    The bounds, max_change and smoothing apply to every rule. With a previous round, they can keep a
+    static rule's weights away from its target for a few rounds. Set min_weight=0 and max_weight=1 for
+    unclipped baselines. When the
     bounds cannot hold for k tasks with data (min_weight * k > 1 or max_weight * k < 1), the floor is
     lowered or the cap raised to 1/k, and ``settings`` records the bounds that were used.
     """
 
     rule: str = "multiplicative_weights"
     signal: str = "loss"
-    eta: float = 1.0
+    eta: float = 2.0
     min_weight: float = 0.05
-    max_weight: float = 0.6
+    max_weight: float = 0.8
     max_step: float = 1.0
+    max_change: float = 0.5
     smoothing: float = 0.0
+    exploration: float = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,7 +130,9 @@ class MixingConfig:
                 "set min_weight <= max_weight"
             )
         _require_finite_in("max_step", self.max_step, 0.0, math.inf, "use a value such as 1.0", lower_open=True)
+        _require_finite_in("max_change", self.max_change, 0.0, 1.0, "use 1 for no limit", lower_open=True)
         _require_finite_in("smoothing", self.smoothing, 0.0, 1.0, "use 0 for the full update", upper_open=True)
+        _require_finite_in("exploration", self.exploration, 0.0, 1.0, "use e.g. 0.1", upper_open=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"MixingConfig.seed={self.seed!r} is invalid; use an int")
 
@@ -111,6 +157,9 @@ class TaskSignal:
     n_eval: number of evaluation samples, >= 0.
     mean_loss: token-weighted mean response-token cross-entropy in nats, >= 0, or None when not measured.
     accuracy: share of generated outputs that the task's scorer accepted, in [0, 1], or None.
+    previous_loss: the task's mean_loss in the round before, for the "loss_change" signal, or None.
+    reference_loss: a reference model's mean_loss on the same items, for the "excess_loss" signal,
+        or None.
 
     NaN and infinite values are kept as given. ``compute_weights`` treats them as a missing signal and
     flags the task ``no_signal``, because one bad evaluation must not stop the next round.
@@ -119,12 +168,16 @@ class TaskSignal:
     n_eval: int
     mean_loss: float | None = None
     accuracy: float | None = None
+    previous_loss: float | None = None
+    reference_loss: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n_eval, bool) or not isinstance(self.n_eval, int) or self.n_eval < 0:
             raise ValueError(f"TaskSignal.n_eval={self.n_eval!r} is invalid; use an int >= 0")
-        if self.mean_loss is not None and self.mean_loss < 0:
-            raise ValueError(f"TaskSignal.mean_loss={self.mean_loss} is negative; a cross-entropy is >= 0")
+        for name in ("mean_loss", "previous_loss", "reference_loss"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"TaskSignal.{name}={value} is negative; a cross-entropy is >= 0")
         if self.accuracy is not None and not (0.0 <= self.accuracy <= 1.0) and not math.isnan(self.accuracy):
             raise ValueError(f"TaskSignal.accuracy={self.accuracy} is outside [0, 1]")
 
@@ -158,8 +211,9 @@ def compute_weights(
 ) -> MixingDecision:
     """Compute the mixture weights for the next round.
 
-    previous: last round's weights, or None in round 0. A task that is missing here or has weight 0
-        starts from the uniform share 1/k, where k is the number of tasks with data.
+    previous: last round's weights, or None in round 0. A task that is missing here or has a weight
+        below MIN_CARRIED_WEIGHT starts from the uniform share 1/k, where k is the number of tasks with
+        data.
     feedback: last round's per-task evaluation, or None when there is none.
     available: task -> number of rows the sampler can draw from. A task with 0 rows gets weight 0.
 
@@ -180,6 +234,7 @@ def compute_weights(
 
     signals = {task: _error_signal(feedback.get(task), config.signal) for task in tasks}
     flags = {task: FLAG_NO_DATA for task in tasks}
+    base = _previous_share(previous, with_data)
     if config.rule == "uniform":
         raw = {task: 1.0 for task in with_data}
         flags.update({task: FLAG_OK for task in with_data})
@@ -187,9 +242,15 @@ def compute_weights(
         raw = {task: float(available[task]) for task in with_data}
         flags.update({task: FLAG_OK for task in with_data})
     else:
-        raw = _multiplicative_update(previous, signals, with_data, config, flags)
+        _set_feedback_flags(previous, signals, with_data, flags)
+        if config.rule == "exp3":
+            raw = _exp3_update(base, signals, config)
+        else:
+            raw = _multiplicative_update(base, signals, config)
 
     clipped = _clip_to_bounds(raw, floor, cap)
+    if any(previous.get(task, 0.0) >= MIN_CARRIED_WEIGHT for task in with_data):
+        clipped = _limit_round_change(clipped, _clip_to_bounds(base, floor, cap), config)
     weights = {task: clipped.get(task, 0.0) for task in tasks}
     settings = asdict(config) | {"applied_min_weight": floor, "applied_max_weight": cap}
     log.info(
@@ -229,53 +290,111 @@ def _error_signal(signal: TaskSignal | None, kind: str) -> float | None:
     """Return the error value of one task (higher means worse), or None when there is no usable value."""
     if signal is None or signal.n_eval == 0:
         return None
-    if kind == "loss":
-        value = signal.mean_loss
-    elif signal.accuracy is None:
+    if kind == "accuracy":
+        value = None if signal.accuracy is None else 1.0 - signal.accuracy
+    elif signal.mean_loss is None:
         value = None
+    elif kind == "loss":
+        value = signal.mean_loss
+    elif kind == "loss_change":
+        value = None if signal.previous_loss is None else signal.mean_loss - signal.previous_loss
     else:
-        value = 1.0 - signal.accuracy
+        value = None if signal.reference_loss is None else signal.mean_loss - signal.reference_loss
     if value is None or not math.isfinite(value):
         return None
     return float(value)
 
 
-def _multiplicative_update(
-    previous: dict[str, float],
-    signals: dict[str, float | None],
-    with_data: list[str],
-    config: MixingConfig,
-    flags: dict[str, str],
-) -> dict[str, float]:
-    """Return unnormalized weights ``base * exp(clip(eta * s))`` for the tasks with data and set their flags."""
-    uniform = 1.0 / len(with_data)
-    measured = [signals[task] for task in with_data if signals[task] is not None]
-    mean_signal = sum(measured) / len(measured) if measured else 0.0
+def _previous_share(previous: dict[str, float], with_data: list[str]) -> dict[str, float]:
+    """Return the starting weights of the tasks with data, summing to 1.
 
-    # Tasks that had a weight last round keep their ratios to each other, renormalized over the tasks
-    # with data. New tasks, and tasks that had weight 0, start at the uniform share 1/k.
-    returning = [task for task in with_data if previous.get(task, 0.0) > 0]
+    Tasks that had a weight last round keep their ratios to each other, renormalized over the tasks
+    with data. New tasks, and tasks whose weight was below MIN_CARRIED_WEIGHT, start at the uniform
+    share 1/k.
+    """
+    uniform = 1.0 / len(with_data)
+    returning = [task for task in with_data if previous.get(task, 0.0) >= MIN_CARRIED_WEIGHT]
     returning_total = sum(previous[task] for task in returning)
     returning_share = 1.0 - uniform * (len(with_data) - len(returning))
+    return {
+        task: previous[task] / returning_total * returning_share if task in returning else uniform
+        for task in with_data
+    }
 
-    raw: dict[str, float] = {}
+
+def _set_feedback_flags(previous, signals, with_data, flags) -> None:
     for task in with_data:
-        value = signals[task]
-        if task in returning:
-            base = previous[task] / returning_total * returning_share
-            flags[task] = FLAG_OK if value is not None else FLAG_NO_SIGNAL
-        else:
-            base = uniform
+        if previous.get(task, 0.0) < MIN_CARRIED_WEIGHT:
             flags[task] = FLAG_INITIAL
+        elif signals[task] is None:
+            flags[task] = FLAG_NO_SIGNAL
+        else:
+            flags[task] = FLAG_OK
 
-        gain = 0.0
-        if value is not None and mean_signal > 0:
-            gain = value / mean_signal - 1.0
-        step = max(-config.max_step, min(config.max_step, config.eta * gain))
-        updated = base * math.exp(step)
-        raw[task] = (1.0 - config.smoothing) * updated + config.smoothing * base
 
+def _gains(base: dict[str, float], signals: dict[str, float | None]) -> dict[str, float]:
+    """Return ``(v - mean(v)) / mean(|v|)`` per task, and 0 for a task without a signal."""
+    measured = [signals[task] for task in base if signals[task] is not None]
+    if not measured:
+        return {task: 0.0 for task in base}
+    mean_signal = sum(measured) / len(measured)
+    scale = sum(abs(value) for value in measured) / len(measured)
+    if scale == 0.0:
+        return {task: 0.0 for task in base}
+    return {task: 0.0 if signals[task] is None else (signals[task] - mean_signal) / scale for task in base}
+
+
+def _multiplicative_update(
+    base: dict[str, float], signals: dict[str, float | None], config: MixingConfig
+) -> dict[str, float]:
+    """Return unnormalized weights ``base * exp(clip(eta * s))``. A task without a signal keeps ``base``."""
+    gains = _gains(base, signals)
+    raw = {}
+    for task, start in base.items():
+        step = max(-config.max_step, min(config.max_step, config.eta * gains[task]))
+        raw[task] = start * math.exp(step)
     return raw
+
+
+def _exp3_update(base: dict[str, float], signals: dict[str, float | None], config: MixingConfig) -> dict[str, float]:
+    """Return EXP3 weights: ``base * exp(clip(eta * r / (k * base)))`` mixed with uniform.
+
+    The reward ``r`` is the signal scaled to [0, 1] over the tasks with a signal (the lowest error
+    gets 0, the highest 1). A task without a signal gets the mean reward, so it neither gains nor
+    loses against the average. Dividing by ``base`` is EXP3's importance weighting: a task that was
+    sampled rarely gets a larger step for the same reward.
+    """
+    k = len(base)
+    measured = [signals[task] for task in base if signals[task] is not None]
+    low, high = (min(measured), max(measured)) if measured else (0.0, 0.0)
+    spread = high - low
+    rewards = {
+        task: (signals[task] - low) / spread if spread > 0 and signals[task] is not None else None for task in base
+    }
+    known = [reward for reward in rewards.values() if reward is not None]
+    mean_reward = sum(known) / len(known) if known else 0.0
+    updated = {}
+    for task, start in base.items():
+        reward = mean_reward if rewards[task] is None else rewards[task]
+        step = min(config.max_step, config.eta * reward / (k * start))
+        updated[task] = start * math.exp(step)
+    total = sum(updated.values())
+    return {task: (1.0 - config.exploration) * value / total + config.exploration / k for task, value in updated.items()}
+
+
+def _limit_round_change(new: dict[str, float], previous: dict[str, float], config: MixingConfig) -> dict[str, float]:
+    """Apply ``smoothing`` and ``max_change`` to move from ``previous`` toward ``new``.
+
+    Both inputs sum to 1 and respect the bounds, and the result is a convex combination of them, so
+    it does too.
+    """
+    fraction = 1.0 - config.smoothing
+    largest = max(abs(new[task] - previous[task]) for task in new)
+    if largest * fraction > config.max_change:
+        fraction = config.max_change / largest
+    if fraction >= 1.0:
+        return new
+    return {task: previous[task] + fraction * (new[task] - previous[task]) for task in new}
 
 
 def _clip_to_bounds(raw: dict[str, float], floor: float, cap: float) -> dict[str, float]:

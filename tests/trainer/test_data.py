@@ -205,3 +205,15 @@ def test_fit_to_length_keeps_short_response_whole():
     assert cut is True
     assert prompt == list(range(14, 20))
     assert response == [100, 101]
+
+
+def test_sample_ids_sha256_ignores_order():
+    from trainer.data import sample_ids_sha256
+
+    assert sample_ids_sha256(["b", "a", "c"]) == sample_ids_sha256(["c", "b", "a"])
+
+
+def test_sample_ids_sha256_counts_repeats():
+    from trainer.data import sample_ids_sha256
+
+    assert sample_ids_sha256(["a", "a", "b"]) != sample_ids_sha256(["a", "b"])

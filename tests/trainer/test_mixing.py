@@ -49,9 +49,11 @@ def test_degenerate_feedback_carries_over_task_without_eval():
 
     Its ratio to code must then equal 0.2 / (code's updated weight), computed here by hand.
     """
-    decision = decide(FEEDBACK_ROUND)
+    config = MixingConfig()
+    decision = decide(FEEDBACK_ROUND, config)
     mean_loss = (0.90 + 0.20) / 2  # math and code are the tasks with data and a signal
-    code_updated = 0.30 / 0.90 * math.exp(0.20 / mean_loss - 1.0)
+    step = max(-config.max_step, config.eta * (0.20 / mean_loss - 1.0))
+    code_updated = 0.30 / 0.90 * math.exp(step)
     chat_carried = 0.20 / 0.90
     assert decision.flags["chat"] == "no_signal"
     assert decision.signal["chat"] is None
@@ -72,11 +74,11 @@ def test_degenerate_feedback_moves_weight_toward_higher_loss():
 
 
 def test_degenerate_feedback_respects_floor_and_cap():
-    """Defaults: floor 0.05 and cap 0.6. Math's raw update (about 0.68) is above the cap."""
-    config = MixingConfig()
+    """Defaults: floor 0.05 and cap 0.8. A smaller cap binds on math, whose raw update is about 0.78."""
+    config = MixingConfig(max_weight=0.6)
     decision = decide(FEEDBACK_ROUND, config)
-    assert config.min_weight == 0.05
-    assert config.max_weight == 0.6
+    assert MixingConfig().min_weight == 0.05
+    assert MixingConfig().max_weight == 0.8
     for task in ("math", "code", "chat"):
         assert decision.weights[task] >= config.min_weight, task
         assert decision.weights[task] <= config.max_weight + 1e-12, task
@@ -185,6 +187,82 @@ def test_smoothing_keeps_part_of_previous_weights():
     assert 0.5 < damped["a"] < full["a"]
 
 
+def test_loss_change_signal_favours_stalled_task():
+    """a's loss did not move, b's fell by 0.5: a gains weight although its loss is lower."""
+    previous = {"a": 0.5, "b": 0.5}
+    feedback = {
+        "a": TaskSignal(10, 1.0, previous_loss=1.0),
+        "b": TaskSignal(10, 1.5, previous_loss=2.0),
+    }
+    config = MixingConfig(signal="loss_change")
+    decision = compute_weights(previous, feedback, {"a": 100, "b": 100}, config)
+    assert decision.signal["a"] == pytest.approx(0.0)
+    assert decision.signal["b"] == pytest.approx(-0.5)
+    assert decision.weights["a"] > decision.weights["b"]
+
+
+def test_loss_change_without_previous_loss_is_no_signal():
+    feedback = {"a": TaskSignal(10, 1.0), "b": TaskSignal(10, 1.5, previous_loss=2.0)}
+    config = MixingConfig(signal="loss_change")
+    decision = compute_weights({"a": 0.5, "b": 0.5}, feedback, {"a": 1, "b": 1}, config)
+    assert decision.flags["a"] == "no_signal"
+    assert decision.flags["b"] == "ok"
+
+
+def test_excess_loss_signal_uses_reference_loss():
+    """a's loss is higher, but b is further above its reference, so b gains weight."""
+    feedback = {
+        "a": TaskSignal(10, 3.0, reference_loss=2.9),
+        "b": TaskSignal(10, 2.0, reference_loss=1.0),
+    }
+    config = MixingConfig(signal="excess_loss")
+    decision = compute_weights({"a": 0.5, "b": 0.5}, feedback, {"a": 1, "b": 1}, config)
+    assert decision.signal["b"] == pytest.approx(1.0)
+    assert decision.weights["b"] > decision.weights["a"]
+
+
+def test_exp3_moves_toward_higher_loss():
+    previous = {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}
+    feedback = {"a": TaskSignal(10, 3.0), "b": TaskSignal(10, 2.0), "c": TaskSignal(10, 1.0)}
+    config = MixingConfig(rule="exp3", eta=0.5)
+    weights = compute_weights(previous, feedback, {"a": 1, "b": 1, "c": 1}, config).weights
+    assert weights["a"] > weights["b"]
+    assert weights["b"] > weights["c"]
+    assert weights["c"] >= config.exploration / 3 - 1e-12
+
+
+def test_exp3_rarely_sampled_task_takes_larger_step():
+    """Same reward for a and b, but a was sampled less, so EXP3's importance weighting raises a's ratio."""
+    previous = {"a": 0.2, "b": 0.4, "c": 0.4}
+    feedback = {"a": TaskSignal(10, 3.0), "b": TaskSignal(10, 3.0), "c": TaskSignal(10, 1.0)}
+    config = MixingConfig(rule="exp3", exploration=0.0, eta=0.5, max_step=10.0, max_change=1.0)
+    weights = compute_weights(previous, feedback, {"a": 1, "b": 1, "c": 1}, config).weights
+    assert weights["a"] / weights["b"] > 0.2 / 0.4
+
+
+def test_max_change_limits_one_round_move():
+    previous = {"a": 0.5, "b": 0.5}
+    feedback = {"a": TaskSignal(10, 10.0), "b": TaskSignal(10, 0.1)}
+    config = MixingConfig(eta=20.0, max_step=20.0, min_weight=0.0, max_weight=1.0, max_change=0.1)
+    weights = compute_weights(previous, feedback, {"a": 1, "b": 1}, config).weights
+    assert weights["a"] == pytest.approx(0.6)
+    assert weights["b"] == pytest.approx(0.4)
+
+
+def test_smoothing_applies_to_static_rule():
+    config = MixingConfig(rule="uniform", smoothing=0.5)
+    weights = compute_weights({"a": 0.8, "b": 0.2}, None, {"a": 1, "b": 1}, config).weights
+    assert weights["a"] == pytest.approx(0.65)
+    assert weights["b"] == pytest.approx(0.35)
+
+
+def test_static_rules_ignore_previous_without_rails():
+    config = MixingConfig(rule="proportional")
+    weights = compute_weights({"a": 0.5, "b": 0.5}, None, {"a": 300, "b": 100}, config).weights
+    assert weights["a"] == pytest.approx(0.75)
+    assert weights["b"] == pytest.approx(0.25)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
@@ -196,6 +274,8 @@ def test_smoothing_keeps_part_of_previous_weights():
         ("max_weight", 0.0, "outside"),
         ("max_step", 0.0, "outside"),
         ("smoothing", 1.0, "outside"),
+        ("max_change", 0.0, "outside"),
+        ("exploration", 1.0, "outside"),
     ],
 )
 def test_mixing_config_rejects_invalid_value(field, value, message):
@@ -237,13 +317,32 @@ losses = st.one_of(
     eta=st.floats(min_value=0.0, max_value=20.0),
     min_weight=st.floats(min_value=0.0, max_value=0.3),
     max_weight=st.floats(min_value=0.3, max_value=1.0),
+    rule=st.sampled_from(["multiplicative_weights", "exp3", "uniform", "proportional"]),
+    signal=st.sampled_from(["loss", "loss_change", "excess_loss"]),
+    max_change=st.floats(min_value=0.01, max_value=1.0),
+    smoothing=st.floats(min_value=0.0, max_value=0.9),
+    other_loss=losses,
 )
-def test_weights_stay_valid_for_random_signals(previous, feedback, available, eta, min_weight, max_weight):
+def test_weights_stay_valid_for_random_signals(
+    previous, feedback, available, eta, min_weight, max_weight, rule, signal, max_change, smoothing, other_loss
+):
     with_data = [task for task, rows in available.items() if rows > 0]
     if not with_data:
         return
-    config = MixingConfig(eta=eta, min_weight=min_weight, max_weight=max_weight, max_step=5.0)
-    signals = {task: TaskSignal(n, loss) for task, (n, loss) in feedback.items()}
+    config = MixingConfig(
+        rule=rule,
+        signal=signal,
+        eta=eta,
+        min_weight=min_weight,
+        max_weight=max_weight,
+        max_step=5.0,
+        max_change=max_change,
+        smoothing=smoothing,
+    )
+    signals = {
+        task: TaskSignal(n, loss, previous_loss=other_loss, reference_loss=other_loss)
+        for task, (n, loss) in feedback.items()
+    }
     decision = compute_weights(previous, signals, available, config)
 
     weights = decision.weights
