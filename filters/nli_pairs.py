@@ -1,6 +1,7 @@
 """Pair planning for stage 2: which sentence pairs of one sample are scored, and how a pair longer
 than the model window is cut into windows so nothing is truncated."""
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -21,6 +22,12 @@ KIND_ANSWER_VS_REASONING = "answer_vs_reasoning"
 _CALCULATOR_ANNOTATION = re.compile(r"<<[^<>\n]{0,200}>>")
 _GSM_ANSWER = re.compile(r"^\s*####\s*(.+?)\s*$")
 _WORD = re.compile(r"[^\W\d_]{2,}")
+# Tokens for comparing two statements: words, numbers, and single punctuation or math symbols.
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+# A variable name as math prose writes it: one letter, optionally with a subscript or prime
+# (``d``, ``x_1``, ``a_n``, ``b'``). "a" and "I" are also English words, so they only count when
+# the other statement has a different variable in the same place.
+_VARIABLE = re.compile(r"^[A-Za-z](?:_?\w{1,3})?$")
 # An enumeration label at the start of a sentence: "Item 3:", "Step 2.", "Note 4 -", "Case 1)".
 _ENUMERATION_LABEL = re.compile(r"^\s*([^\W\d_]+)\s+(\d+)\s*[:.)\-]")
 
@@ -48,6 +55,38 @@ def are_enumerated_siblings(a: str, b: str) -> bool:
     if not label_a or not label_b:
         return False
     return label_a.group(1).lower() == label_b.group(1).lower() and label_a.group(2) != label_b.group(2)
+
+
+def _is_variable(token: str) -> bool:
+    return bool(_VARIABLE.match(token)) and not token.isdigit() and (len(token) == 1 or "_" in token or token[1:].isdigit())
+
+
+def are_parallel_statements(a: str, b: str) -> bool:
+    """Return True when two statements make the same claim about different variables.
+
+    "Therefore, d must be 0." and "Therefore, c must be 0." come from a case analysis, but the
+    model scores such pairs as contradictions. Two statements are parallel when every difference
+    between their token sequences replaces variable names (and possibly numbers next to them) and
+    at least one variable name differs. A change of value alone ("weighs 3 kilograms" / "weighs 5
+    kilograms") is not parallel, because that is the contradiction stage 2 looks for.
+    """
+    tokens_a = _TOKEN.findall(a)
+    tokens_b = _TOKEN.findall(b)
+    matcher = difflib.SequenceMatcher(a=tokens_a, b=tokens_b, autojunk=False)
+    changed_variable = False
+    for tag, a_start, a_end, b_start, b_end in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        if tag != "replace":
+            return False
+        replaced = tokens_a[a_start:a_end] + tokens_b[b_start:b_end]
+        if not all(_is_variable(token) or token.isdigit() for token in replaced):
+            return False
+        variables_a = [t for t in tokens_a[a_start:a_end] if _is_variable(t)]
+        variables_b = [t for t in tokens_b[b_start:b_end] if _is_variable(t)]
+        if variables_a and variables_b and variables_a != variables_b:
+            changed_variable = True
+    return changed_variable
 
 
 def count_words(text: str) -> int:
@@ -149,12 +188,14 @@ class PairPlanner:
                 if premise is None or (premise := self._checkable(premise)) is None:
                     continue
                 for i, text in checkable.items():
-                    if not are_enumerated_siblings(premise, text):
+                    if not (are_enumerated_siblings(premise, text) or are_parallel_statements(premise, text)):
                         candidates.append(PairCandidate(KIND_PROMPT_VS_RESPONSE, p, i, premise, text))
         reasoning = sorted(i for i in checkable if i != answer_index)
         for a, i in enumerate(reasoning):
             for j in reasoning[a + 1 :]:
-                if are_enumerated_siblings(checkable[i], checkable[j]):
+                if are_enumerated_siblings(checkable[i], checkable[j]) or are_parallel_statements(
+                    checkable[i], checkable[j]
+                ):
                     continue
                 candidates.append(PairCandidate(KIND_WITHIN_RESPONSE, i, j, checkable[i], checkable[j]))
         return SamplePlan(candidates=candidates)

@@ -61,7 +61,15 @@ _GIVEN_CLAUSE = re.compile(
 _INSTRUCTION_START = re.compile(
     r"^\s*(?:please\s+)?(?:solve|write|explain|describe|summari[sz]e|translate|list|show|give|tell|"
     r"make\s+sure|answer|compute|calculate|find|determine|prove|provide|generate|create|use|return|"
-    r"put|format|respond|think|consider|read|you\s+are|you\s+will|your\s+task)\b",
+    r"put|format|respond|think|consider|read|study|note|recall|observe|notice|check|verify|try|apply|"
+    r"look|simplify|evaluate|derive|express|factor|rewrite|count|compare|you\s+are|you\s+will|your\s+task)\b",
+    re.IGNORECASE,
+)
+# A question that lost its question mark ("Is this sequence periodic, and if so, find its period.")
+# still asks instead of stating, so it is never a premise either.
+_INTERROGATIVE_START = re.compile(
+    r"^\s*(?:is|are|was|were|does|do|did|can|could|will|would|should|has|have|what|which|who|whom|whose|"
+    r"when|where|why|how)\b",
     re.IGNORECASE,
 )
 
@@ -211,7 +219,8 @@ def extract_premise(sentence: str) -> str | None:
 
     A declarative sentence is its own premise. A question is never a premise, but a leading
     "Given that X, ...?" clause states X, so X is returned. Instructions to the model ("Solve
-    the following problem.") are not premises.
+    the following problem.", "1. Study the parity of f(0).") and sentences that start like a
+    question are not premises.
     """
     if is_question(sentence):
         clause = _GIVEN_CLAUSE.match(sentence)
@@ -219,6 +228,9 @@ def extract_premise(sentence: str) -> str | None:
             return None
         premise = clause.group("premise").strip()
         return premise[0].upper() + premise[1:] + "."
-    if _INSTRUCTION_START.match(sentence):
+    # A numbered hint ("1. Find the values of n mod 8.") is read without its list marker.
+    marker = _LIST_MARKER.match(sentence)
+    body = sentence[marker.end() :] if marker else sentence
+    if _INSTRUCTION_START.match(body) or _INTERROGATIVE_START.match(body):
         return None
     return sentence

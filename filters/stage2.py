@@ -10,7 +10,8 @@ Three kinds of sentence pairs are scored:
 Questions, instructions, suppositions ("Assume ...", "If ...", "For n = 2, ..."), sentences with
 equations or LaTeX (left to the stage 3 math checks) and sentences with fewer than
 ``min_sentence_words`` words are never paired. Neither are enumerated siblings such as "Item 3:
-..." and "Item 4: ...", which describe different entities.
+..." and "Item 4: ...", nor parallel statements about different variables such as "Therefore, d
+must be 0." and "Therefore, c must be 0.", which describe different entities.
 
 With an embedder, only pairs whose cosine similarity reaches ``min_pair_cosine`` are scored,
 because the model calls many unrelated same-topic statements contradictions. Without one, every
@@ -78,19 +79,22 @@ class Stage2Config:
 
     ``max_contradiction_prob`` defaults to 0.6, measured with the offline nli-minilm-l6 checkpoint
     and the min-of-both-directions pair score. The weakest true contradiction among the project's
-    test cases ("opens at 9 am on weekdays" / "is closed on weekdays") scores 0.67, the
-    non-contradicting controls score at most 0.14, and 4 of 200 CHAMP reference solutions (which
-    are correct) are flagged at 0.6 against 11 at 0.5. On SNLI test, single-direction P(C) >= 0.5
-    gives contradiction precision 0.85 and recall 0.82 (model card). Recalibrate for another
-    checkpoint.
+    test cases ("opens at 9 am on weekdays" / "is closed on weekdays") scores 0.67, and the
+    non-contradicting controls score at most 0.14. On SNLI test, single-direction P(C) >= 0.5
+    gives contradiction precision 0.85 and recall 0.82 (model card).
 
-    NOTE: on math prose the default over-rejects. It flagged 61 of 200 GPT-3.5 CHAMP solutions,
-    mostly parallel case statements ("Therefore, d must be 0." / "Therefore, c must be 0.") that
-    the model reads as contradictions. Math correctness belongs to the stage 3 answer checks.
+    ``min_pair_cosine`` (0.55) and the threshold were chosen on a dev split (40% of problems) of
+    champ-dataset's 540 solutions with a human-marked first wrong step: there, 94% of the flagged
+    solutions had a wrong step, against a base rate of 79%. ``bench/consistency.py`` reports the
+    held-out problems. Recalibrate both for another checkpoint or domain.
+
+    NOTE: on math solutions recall is low (about 20% of wrong solutions are flagged), because
+    most wrong steps are arithmetic or logic the model cannot read. Math correctness belongs to
+    the stage 3 answer checks.
     """
 
     max_contradiction_prob: float = 0.6  # reject when a pair's P(contradiction) >= this, in [0, 1]
-    min_pair_cosine: float = 0.5  # pair two sentences only when their embedding cosine >= this, in [-1, 1]
+    min_pair_cosine: float = 0.55  # pair two sentences only when their embedding cosine >= this, in [-1, 1]
     max_pairs_per_sample: int = 64  # sentence pairs scored per sample; more makes it unchecked_truncated
     languages: tuple[str, ...] = ("en",)  # ISO 639-1 codes the NLI model supports
     check_prompt_premises: bool = True  # pair statements in the prompt with response sentences
@@ -292,7 +296,7 @@ def _score_rows(plans: list[SamplePlan], nli: NliScorer, config: Stage2Config, c
             directed.append((unit.hypothesis, unit.premise))
     prefetch = getattr(cache, "prefetch", None)
     if prefetch is not None:
-        # A store-backed cache answers the whole chunk with one query instead of one per pair.
+        # A store-backed cache loads the whole chunk with one query instead of one per pair.
         prefetch(pair_cache_key(nli.name, premise, hypothesis) for premise, hypothesis in directed)
     probs, errors = _score_directed(directed, nli, config, cache)
 

@@ -20,6 +20,7 @@ from filters.nli_pairs import (
     PairCandidate,
     PairPlanner,
     are_enumerated_siblings,
+    are_parallel_statements,
     clean_for_nli,
     rank_candidates,
 )
@@ -106,6 +107,37 @@ def test_are_enumerated_siblings_labels():
     assert are_enumerated_siblings("Item 8: the entry was done.", "Item 9: the entry was done.")
     assert not are_enumerated_siblings("Item 8: the entry was done.", "Item 8: the entry was not done.")
     assert not are_enumerated_siblings("The parcel weighs 3 kilograms.", "The parcel weighs 5 kilograms.")
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Therefore, d must be 0.", "Therefore, c must be 0."),
+        ("So x_1 = 3 is a root.", "So x_2 = 5 is a root."),
+        ("Then a must be even.", "Then b must be even."),
+    ],
+)
+def test_are_parallel_statements_different_variables(a, b):
+    assert are_parallel_statements(a, b)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("The parcel weighs 3 kilograms.", "The parcel weighs 5 kilograms."),
+        ("Then d must be 0.", "Then d must be odd."),
+        ("Then d must be 0.", "Then d cannot be 0."),
+        ("The museum opens at 9 am.", "The museum opens at 9 am."),
+    ],
+)
+def test_are_parallel_statements_same_subject(a, b):
+    assert not are_parallel_statements(a, b)
+
+
+def test_plan_skips_parallel_case_statements():
+    planner = make_planner(WordScorer())
+    plan = planner.plan("Solve it.", "Therefore, d must be 0 here. Therefore, c must be 0 here.")
+    assert [c for c in plan.candidates if c.kind == KIND_WITHIN_RESPONSE] == []
 
 
 def test_plan_builds_all_three_kinds():

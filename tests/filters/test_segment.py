@@ -1,5 +1,7 @@
 """Sentence segmentation and sentence roles used by the stage 2 NLI check."""
 
+import pytest
+
 from filters.segment import (
     extract_premise,
     find_final_answer,
@@ -133,6 +135,23 @@ def test_find_final_answer_markers():
 
 def test_extract_premise_declarative_sentence():
     assert extract_premise("Alice is older than Bob.") == "Alice is older than Bob."
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "1. Find possible values of n mod 8 by considering 2n mod 8.",
+        "3. Study the parity of f(0) and f(1).",
+        "Is this sequence periodic, and if so, find its period.",
+        "How many strings of length 6 are there.",
+    ],
+)
+def test_extract_premise_hint_or_question_is_none(sentence):
+    assert extract_premise(sentence) is None
+
+
+def test_extract_premise_keeps_numbered_statement():
+    assert extract_premise("2. There are 25 primes below 100.") == "2. There are 25 primes below 100."
 
 
 def test_extract_premise_question_alone_is_none():
