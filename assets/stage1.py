@@ -48,4 +48,16 @@ def basic_filtered(
         metadata["survivors"] = clusters.filter(pl.col("is_survivor")).height
         per_kind = clusters.group_by("kind").agg(pl.col("cluster_id").n_unique().alias("clusters"))
         metadata["clusters_by_kind"] = MetadataValue.json(dict(per_kind.iter_rows()))
+    dedup = stage_config.dedup_config()
+    metadata["near_dedup_settings"] = MetadataValue.json(
+        {
+            "threshold": dedup.near_duplicate_threshold,
+            "num_perm": dedup.num_perm,
+            "bands": dedup.bands,
+            "rows": dedup.rows,
+            "word_shingle_size": dedup.word_shingle_size,
+            "char_shingle_size": dedup.char_shingle_size,
+            "survivor_rule": dedup.survivor_rule,
+        }
+    )
     return MaterializeResult(metadata=metadata)
