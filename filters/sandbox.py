@@ -32,9 +32,16 @@ back to the older guards and logs a warning: an empty network namespace where po
 audit hook raising on socket use. Then the snippet runs as the pipeline's user and can read what
 that user can read.
 
-What the sandbox does NOT protect against (it is not a VM): kernel exploits, and memory or CPU
-used by several processes together. Memory is capped per process by RLIMIT_AS, and a snippet may
-run up to ``max_processes`` processes, so the worst case is their product.
+What the sandbox does NOT protect against (it is not a VM):
+
+- Kernel exploits.
+- Memory or CPU used by several processes together: memory is capped per process by RLIMIT_AS,
+  and a snippet may run up to ``max_processes`` processes, so the worst case is their product.
+  There is no cgroup.
+- Processes the snippet started when the pipeline process itself is killed with SIGKILL: the
+  snippet's own interpreter dies with its parent (PR_SET_PDEATHSIG), but its children keep
+  running until they exit, because there is no PID namespace. RLIMIT_CPU bounds their CPU
+  time, not a sleep.
 """
 
 import ctypes
@@ -328,15 +335,17 @@ def isolation_mode() -> str:
     return "none"
 
 
+def _enter_netns() -> None:
+    if _libc().unshare(CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+
+
 @lru_cache(maxsize=1)
 def network_isolation() -> str:
     """Probe once per process and return the network guard in use: netns, unshare_binary or audit_hook."""
     if isolation_mode() == "jail":
         mechanism = "netns"
-    elif _libc() is not None and _probe(
-        [_python_executable(), "-I", "-S", "-c", "pass"],
-        preexec_fn=lambda: _libc().unshare(CLONE_NEWNET) == 0 or os._exit(1),
-    ):
+    elif _libc() is not None and _probe([_python_executable(), "-I", "-S", "-c", "pass"], preexec_fn=_enter_netns):
         mechanism = "netns"
     elif shutil.which("unshare") and _probe([shutil.which("unshare"), "-n", _python_executable(), "-I", "-S", "-c", "pass"]):
         mechanism = "unshare_binary"
