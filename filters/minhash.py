@@ -463,9 +463,14 @@ def sign_batches(
                     results.append(pending.popleft().result())
             while pending:
                 results.append(pending.popleft().result())
-    if not results:
-        return SignedTexts(np.empty((0, settings.num_perm), dtype=np.uint32), np.empty(0, dtype=np.int8))
-    return SignedTexts(
-        signatures=np.concatenate([result.signatures for result in results]),
-        kinds=np.concatenate([result.kinds for result in results]),
-    )
+    kinds = np.concatenate([result.kinds for result in results]) if results else np.empty(0, dtype=np.int8)
+    # Copy batch by batch and drop each batch's rows once copied, so the signatures are never
+    # held twice (np.empty pages become resident only when written).
+    signatures = np.empty((int((kinds > 0).sum()), settings.num_perm), dtype=np.uint32)
+    start = 0
+    for index in range(len(results)):
+        block = results[index].signatures
+        signatures[start : start + block.shape[0]] = block
+        start += block.shape[0]
+        results[index] = None
+    return SignedTexts(signatures=signatures, kinds=kinds)
