@@ -1,6 +1,5 @@
 """Loop assets that decide what a round trains on: per-task weights and the sampled mixture."""
 
-import hashlib
 import json
 
 import polars as pl
@@ -8,39 +7,69 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 from pydantic import Field
 
 from assets.common import markdown_table, rounds
-from trainer.data import sample_mixture
+from trainer.data import sample_ids_sha256, sample_mixture
 from trainer.mixing import MixingConfig, TaskSignal, compute_weights
 from pipelines.warehouse import Warehouse
 
 
 class MixingSettings(Config):
     rule: str = Field(
-        default="multiplicative_weights",
-        description="Mixing rule: multiplicative_weights (feedback-driven), uniform or proportional.",
+        default=MixingConfig.rule,
+        description="Mixing rule: multiplicative_weights or exp3 (feedback-driven), uniform or proportional (static).",
     )
-    eta: float = Field(default=MixingConfig.eta, description="Step size of the multiplicative update.")
+    signal: str = Field(
+        default=MixingConfig.signal,
+        description="Error signal: loss, loss_change (since the round before), excess_loss (minus the base "
+        "model's loss, needs task_error_stats' evaluate_reference) or accuracy.",
+    )
+    eta: float = Field(default=MixingConfig.eta, description="Step size of the update.")
     min_weight: float = Field(default=MixingConfig.min_weight, description="Floor for every task that has data.")
     max_weight: float = Field(default=MixingConfig.max_weight, description="Cap for every task.")
+    max_step: float = Field(default=MixingConfig.max_step, description="Maximum |eta * gain| of one task in one round.")
+    max_change: float = Field(
+        default=MixingConfig.max_change, description="Maximum absolute change of one task's weight in one round."
+    )
+    smoothing: float = Field(default=MixingConfig.smoothing, description="Share of the previous weights kept, 0-1.")
+    exploration: float = Field(default=MixingConfig.exploration, description="Uniform share mixed into exp3, 0-1.")
+
+
+def _feedback_rows(warehouse: Warehouse, table: str, round_key: int | None) -> dict[str, dict]:
+    if not warehouse.table_exists(table):
+        return {}
+    if round_key is None:
+        frame = warehouse.query(f'SELECT * FROM "{table}"')
+    else:
+        frame = warehouse.query(f'SELECT * FROM "{table}" WHERE round = ?', [round_key])
+    return {row["task"]: row for row in frame.iter_rows(named=True)}
 
 
 def _previous_round(warehouse: Warehouse, round_key: int):
+    """Return round r-1's weights and the per-task signals read from round r-1's feedback rows.
+
+    The signals also carry round r-2's loss (for loss_change) and the reference model's loss (for
+    excess_loss) when those rows exist.
+    """
     if round_key == 0:
         return None, None
     source_round = round_key - 1
-    feedback = (
-        warehouse.query("SELECT * FROM feedback WHERE round = ?", [source_round])
-        if warehouse.table_exists("feedback")
-        else pl.DataFrame()
-    )
-    if feedback.height == 0:
+    feedback = _feedback_rows(warehouse, "feedback", source_round)
+    if not feedback:
         raise Failure(
             description=f"round {source_round} has no rows in the feedback table; "
             f"materialize task_error_stats for round {source_round} before round {round_key}"
         )
+    before = _feedback_rows(warehouse, "feedback", source_round - 1) if source_round > 0 else {}
+    reference = _feedback_rows(warehouse, "reference_feedback", None)
     previous = warehouse.query("SELECT task, weight FROM mixture_weights WHERE round = ?", [source_round])
     signals = {
-        row["task"]: TaskSignal(n_eval=row["n_eval"], mean_loss=row["mean_loss"], accuracy=row["accuracy"])
-        for row in feedback.iter_rows(named=True)
+        task: TaskSignal(
+            n_eval=row["n_eval"],
+            mean_loss=row["mean_loss"],
+            accuracy=row["accuracy"],
+            previous_loss=before.get(task, {}).get("mean_loss"),
+            reference_loss=reference.get(task, {}).get("mean_loss"),
+        )
+        for task, row in feedback.items()
     }
     return dict(previous.iter_rows()), signals
 
@@ -51,9 +80,20 @@ def mixture_weights(context: AssetExecutionContext, config: MixingSettings, ware
     round_key = int(context.partition_key)
     available = dict(warehouse.query("SELECT task, count(*) FROM selected_samples GROUP BY task").iter_rows())
     previous, signals = _previous_round(warehouse, round_key)
-    mixing_config = MixingConfig(
-        rule=config.rule, eta=config.eta, min_weight=config.min_weight, max_weight=config.max_weight
-    )
+    try:
+        mixing_config = MixingConfig(
+            rule=config.rule,
+            signal=config.signal,
+            eta=config.eta,
+            min_weight=config.min_weight,
+            max_weight=config.max_weight,
+            max_step=config.max_step,
+            max_change=config.max_change,
+            smoothing=config.smoothing,
+            exploration=config.exploration,
+        )
+    except ValueError as error:
+        raise Failure(description=f"invalid mixing settings: {error}") from error
     decision = compute_weights(previous, signals, available, mixing_config)
 
     tasks = sorted(set(decision.weights) | set(available))
@@ -107,7 +147,7 @@ def training_mixture(
         pl.lit(round_key, dtype=pl.Int64).alias("round")
     )
     warehouse.replace_rows("training_mixture", rows, {"round": round_key})
-    ids_hash = hashlib.sha256("\n".join(sorted(rows["sample_id"].to_list())).encode()).hexdigest()
+    ids_hash = sample_ids_sha256(rows["sample_id"].to_list())
     per_task = rows.group_by("task").len().sort("task").rename({"len": "rows"})
     return MaterializeResult(
         metadata={

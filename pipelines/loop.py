@@ -48,15 +48,56 @@ loop_job = define_asset_job(
 
 
 class RoundPolicy(ConfigurableResource):
-    """When the loop stops."""
+    """When the loop stops: the first of the three rules that fires ends it."""
 
     max_rounds: int = Field(default=3, description="Rounds 0 .. max_rounds-1 run; then the sensor stops.")
+    max_train_steps: int = Field(
+        default=0,
+        description="Compute budget: stop once the optimizer steps of all rounds so far reach this. 0 means no budget.",
+    )
+    min_weight_change: float = Field(
+        default=0.0,
+        description="Stop when no task's mixture weight moved by more than this since the previous round "
+        "(absolute change, 0-1). 0 disables the rule.",
+    )
 
 
-def next_round(finished_round: int, policy: RoundPolicy) -> int | None:
-    """Return the round to start after ``finished_round``, or None when the stop rule fires."""
-    candidate = finished_round + 1
-    return candidate if candidate < policy.max_rounds else None
+def stop_reason(
+    finished_round: int, policy: RoundPolicy, weight_change: float | None = None, train_steps_total: int | None = None
+) -> str | None:
+    """Return why the loop stops after ``finished_round``, or None when the next round should run.
+
+    weight_change: the largest absolute change of a task's weight between ``finished_round`` and the
+        round before it, or None in round 0 (the rule then waits for a second round).
+    train_steps_total: optimizer steps of rounds 0 .. ``finished_round``, or None when unknown.
+    """
+    if finished_round + 1 >= policy.max_rounds:
+        return f"round {finished_round} was the last of max_rounds={policy.max_rounds}"
+    if policy.max_train_steps > 0 and train_steps_total is not None and train_steps_total >= policy.max_train_steps:
+        return f"the rounds used {train_steps_total} optimizer steps, the budget max_train_steps={policy.max_train_steps}"
+    if policy.min_weight_change > 0 and weight_change is not None and weight_change <= policy.min_weight_change:
+        return (
+            f"the weights stopped moving: the largest change was {weight_change:.4g}, "
+            f"at most min_weight_change={policy.min_weight_change}"
+        )
+    return None
+
+
+def next_round(
+    finished_round: int, policy: RoundPolicy, weight_change: float | None = None, train_steps_total: int | None = None
+) -> int | None:
+    """Return the round to start after ``finished_round``, or None when a stop rule fires."""
+    if stop_reason(finished_round, policy, weight_change, train_steps_total) is not None:
+        return None
+    return finished_round + 1
+
+
+def _metadata_number(asset_event: EventLogEntry, key: str) -> float | None:
+    """Read a numeric metadata value of the materialization, or None when it is missing."""
+    materialization = asset_event.asset_materialization
+    entry = materialization.metadata.get(key) if materialization else None
+    value = getattr(entry, "value", None)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @asset_sensor(
@@ -69,10 +110,14 @@ def next_round_sensor(context: SensorEvaluationContext, asset_event: EventLogEnt
     partition = asset_event.dagster_event.partition if asset_event.dagster_event else None
     if partition is None:
         return SkipReason("task_error_stats was materialized without a round partition")
-    upcoming = next_round(int(partition), round_policy)
-    if upcoming is None:
-        return SkipReason(f"round {partition} was the last of max_rounds={round_policy.max_rounds}")
-    key = str(upcoming)
+    # task_error_stats reports the stop rules' inputs as metadata, so the sensor needs no warehouse.
+    weight_change = _metadata_number(asset_event, "weight_change")
+    train_steps = _metadata_number(asset_event, "train_steps_total")
+    reason = stop_reason(int(partition), round_policy, weight_change, None if train_steps is None else int(train_steps))
+    if reason is not None:
+        context.log.info(f"loop stops after round {partition}: {reason}")
+        return SkipReason(reason)
+    key = str(int(partition) + 1)
     # Add the partition before requesting its run, so the request resolves against an existing key.
     if not context.instance.has_dynamic_partition(rounds.name, key):
         context.instance.add_dynamic_partitions(rounds.name, [key])
