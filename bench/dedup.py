@@ -7,8 +7,8 @@ Run from the repository root:
 
 The corpus has synthetic 200-word English documents (Zipf draws from a fixed vocabulary of
 made-up words) and 200-character Chinese documents (Zipf draws from the Han characters of the
-installed chatterbot_corpus package), plus injected near duplicates: word or character edits at
-several rates, and reordered 20-word chunks. Every method gets the same texts and the same
+installed chatterbot_corpus package). Injected near duplicates have word or character edits at
+several rates, or two 20-word chunks swapped. Every method gets the same texts and the same
 language-aware shingles (word 5-grams, character 3-grams), then runs MinHash, LSH, verification
 of the estimated Jaccard against the threshold and connected components:
 
@@ -229,7 +229,7 @@ class PeakMemory:
         self.peak = max(self.peak, self._rss())
 
 
-def union_find_pairs(pairs: set[tuple[int, int]]) -> np.ndarray:
+def pairs_array(pairs: set[tuple[int, int]]) -> np.ndarray:
     return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 
@@ -253,7 +253,7 @@ def _verify_with_lsh(minhashes: dict[int, object], lsh, threshold: float) -> np.
                 pair = (min(doc, other), max(doc, other))
                 if pair not in found and minhashes[pair[0]].jaccard(minhashes[pair[1]]) >= threshold:
                     found.add(pair)
-    return union_find_pairs(found)
+    return pairs_array(found)
 
 
 def run_datasketch_per_document(texts, langs, config: DedupConfig) -> np.ndarray:
@@ -367,7 +367,7 @@ def main() -> None:
                                  "bands": config.bands, "rows": config.rows, "load_avg_1min_start": round(load[0], 2)}
 
     if args.ours_only:
-        # Stream the corpus through a Parquet file so that memory holds a few batches of text.
+        # Stream the corpus through a Parquet file, so only a few batches of text are in memory.
         path = Path(os.environ.get("TMPDIR", "/tmp")) / f"dedup_bench_{args.n}_{args.seed}.parquet"
         started = time.perf_counter()
         import pyarrow.parquet as pq

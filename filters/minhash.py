@@ -15,9 +15,8 @@ A batch of texts becomes signatures without a per-document Python loop:
    loaded with ``LeanMinHash(seed=seed, hashvalues=row, scheme="affine32")`` give the same
    Jaccard estimates as datasketch's own ``MinHash(num_perm, seed, hashfunc=shingle_hash)``.
 
-NOTE: polars documents ``hash`` as stable within one polars version only, so signatures (not
-clusters, which are recomputed each run) can change when polars is upgraded. The pinned
-polars 2.1.0 gives the values in the tests.
+NOTE: polars documents ``hash`` as stable within one polars version only, so stored signatures
+can change when polars is upgraded (clusters are recomputed each run). The project pins polars.
 """
 
 import multiprocessing
