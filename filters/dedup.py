@@ -156,7 +156,7 @@ def connected_components(count: int, edges: np.ndarray) -> np.ndarray:
 def verified_edges(signatures: np.ndarray, kinds: np.ndarray, config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
     """Return the candidate pairs of signature rows whose estimated Jaccard reaches the threshold.
 
-    ``kinds`` holds one shingle-kind code per row; rows of different kinds are never compared.
+    ``kinds`` contains one shingle-kind code per row, and rows of different kinds are never compared.
     Returns the pairs ``(i, j)``, ``i < j``, and their estimated Jaccard.
     """
     pairs = candidate_pairs(signatures, config.bands, config.rows, config.max_bucket_size)
@@ -423,7 +423,7 @@ def _separate_layout_variants(
 
     Such samples are never linked directly, but a third sample similar to both would join them.
     In an affected component, members are placed in survivor order: each joins the cluster of its
-    first placed neighbour (in survivor order) that holds no whitespace variant of it, or starts
+    first placed neighbour (in survivor order) that contains no whitespace variant of it, or starts
     a new cluster. Labels stay the lowest node index of each cluster.
     """
     frame = pl.DataFrame({"label": labels, "layout": layout_free_hash, "exact": exact_hash})

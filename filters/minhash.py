@@ -288,7 +288,7 @@ def _pairs_of_band(keys: np.ndarray, max_bucket_size: int) -> pl.DataFrame:
 def candidate_pairs(signatures: np.ndarray, bands: int, rows: int, max_bucket_size: int = 64) -> np.ndarray:
     """Return unique candidate pairs ``(i, j)`` with ``i < j`` that share at least one band hash.
 
-    Bands are grouped one at a time, so memory holds one band's keys plus the pairs found so far.
+    Bands are grouped one at a time, so memory contains one band's keys plus the pairs found so far.
     A bucket with more than ``max_bucket_size`` members contributes only the pairs of each member
     with the bucket's lowest index, so one huge bucket cannot produce a quadratic number of pairs.
     NOTE: in such a bucket two members similar to each other but not to the lowest member are
@@ -361,7 +361,7 @@ KIND_NAMES = ("none", "word", "char")  # index = the kind code stored per text
 
 @dataclass(frozen=True)
 class SignatureSettings:
-    """What fixes a signature: shingle sizes, permutation count and seed, plus the work-run length."""
+    """Signature parameters: shingle sizes, permutation count and seed, plus the work-run length."""
 
     word_shingle_size: int = 5
     char_shingle_size: int = 3
@@ -446,7 +446,7 @@ def sign_batches(
     """Sign a stream of frames (see ``sign_frame`` for the columns) and concatenate the results.
 
     With ``processes > 1`` the batches are signed in that many spawned worker processes, at most
-    two batches per worker in flight, so memory holds a few batches of text at a time. The result
+    two batches per worker in flight, so only a few batches of text are in memory at a time. The result
     does not depend on the batch sizes or on the number of processes.
     """
     if processes <= 1:
