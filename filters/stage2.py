@@ -85,12 +85,14 @@ class Stage2Config:
 
     ``min_pair_cosine`` (0.55) and the threshold were chosen on a dev split (40% of problems) of
     champ-dataset's 540 solutions with a human-marked first wrong step: there, 94% of the flagged
-    solutions had a wrong step, against a base rate of 79%. ``bench/consistency.py`` reports the
-    held-out problems. Recalibrate both for another checkpoint or domain.
+    solutions had a wrong step, against a base rate of 79%. Recalibrate both for another
+    checkpoint or domain.
 
-    NOTE: on math solutions recall is low (about 20% of wrong solutions are flagged), because
-    most wrong steps are arithmetic or logic the model cannot read. Math correctness belongs to
-    the stage 3 answer checks.
+    NOTE: on the held-out champ problems that gain does not hold. There, 81% of flagged solutions
+    had a wrong step against a base rate of 84%, so on math solutions this model is no better
+    than random flagging (``bench/consistency.py`` prints the current numbers). Most wrong steps
+    are arithmetic or logic the model cannot read, so math correctness belongs to the stage 3
+    answer checks.
     """
 
     max_contradiction_prob: float = 0.6  # reject when a pair's P(contradiction) >= this, in [0, 1]
