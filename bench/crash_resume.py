@@ -65,7 +65,7 @@ LOOP_OPS = {
 
 # Columns that legitimately differ between two runs of the same inputs.
 VOLATILE_COLUMNS = {"run_id", "recorded_at", "created_at", "seconds", "wall_s", "latency_ms", "latency_s"}
-VOLATILE_MARKERS = ("latency", "seconds", "_at", "peak_", "memory_mb", "tokens_per_s", "samples_per_s")
+VOLATILE_MARKERS = ("latency", "seconds", "_ms", "_at", "peak_", "memory_mb", "tokens_per_s", "samples_per_s")
 
 # A JSONL source with hostile lines, so the quarantine table is part of the comparison.
 HOSTILE_JSONL = (
