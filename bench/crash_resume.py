@@ -17,8 +17,8 @@ Steps:
    When the step finished before the kill, the attempt is repeated with half the delay. The
    killed run is then marked failed, because no run monitor is running to do it, and
    re-executed with ``ReexecutionOptions.from_failure`` in a new subprocess.
-3. Every warehouse table of the clean run is compared with the resumed one, excluding run ids,
-   timestamps and wall-clock measurements; the ledger is also checked for duplicate rows, and
+3. Every warehouse table of the clean run is compared with the resumed one, without run ids,
+   timestamps and wall-clock measurements. The ledger is also checked for duplicate rows, and
    the loop's checkpoint files are compared by hash.
 
 Prints one line per stage and writes ``bench/results/crash_resume.json`` with one key per stage,

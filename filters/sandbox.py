@@ -90,6 +90,11 @@ JAIL_LIBRARY_DIRS = ("/usr/lib", "/usr/lib64", "/lib", "/lib64")
 
 TAIL_CHARS = 2000
 
+# Error messages in stderr that classify a run: a write past RLIMIT_FSIZE or into a full scratch
+# tmpfs, and a fork refused by RLIMIT_NPROC (EAGAIN, which Python raises as BlockingIOError).
+OUTPUT_LIMIT_ERRORS = ("[Errno 27] File too large", "[Errno 28] No space left on device")
+PROCESS_LIMIT_ERROR = "BlockingIOError: [Errno 11] Resource temporarily unavailable"
+
 STATUSES = ("passed", "failed", "timeout", "memory", "forbidden", "process_limit", "output_limit", "error")
 
 # The child runs this bootstrap. It installs the audit hook (argv: snippet path, network guard,
@@ -274,6 +279,7 @@ def _make_preexec(
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
         if jail is None:
             return
+
         if libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS) != 0:
             raise OSError(ctypes.get_errno(), "unshare of the mount and network namespaces failed")
         # Keep the mounts below from propagating back to the host's namespace.
@@ -281,11 +287,13 @@ def _make_preexec(
         for source, target in binds:
             mount(source, target, None, MS_BIND | MS_REC)
             mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
         uid = JAIL_UID_BASE + os.getpid()
         options = f"size={scratch_mb}m,mode=0700,uid={uid},gid={uid}".encode()
         mount(b"tmpfs", scratch_target, b"tmpfs", MS_NOSUID | MS_NODEV, options)
         os.chroot(tree)
         os.chdir(JAIL_SCRATCH)
+
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
@@ -423,9 +431,9 @@ def _read_tail(path: str, chars: int = TAIL_CHARS) -> str:
 def _classify(returncode: int, stderr_tail: str, timed_out: bool, violation: str | None) -> str:
     if violation:
         return "forbidden"
-    if returncode == -signal.SIGXFSZ or "[Errno 27] File too large" in stderr_tail or "[Errno 28] No space left" in stderr_tail:
+    if returncode == -signal.SIGXFSZ or any(message in stderr_tail for message in OUTPUT_LIMIT_ERRORS):
         return "output_limit"
-    if "[Errno 11] Resource temporarily unavailable" in stderr_tail and ("fork" in stderr_tail or "BlockingIOError" in stderr_tail):
+    if PROCESS_LIMIT_ERROR in stderr_tail:
         return "process_limit"
     if timed_out or returncode in (-signal.SIGXCPU, -signal.SIGKILL):
         return "timeout"
