@@ -1,0 +1,343 @@
+"""Compare feedback-driven mixture weights with uniform and proportional mixing on the same budget.
+
+Run from the repository root, with the project's environment loaded::
+
+    set -a && source .env && set +a && .venv/bin/python bench/mixing.py
+
+Data: the training pool is the ``selected_samples`` table and the evaluation items are the
+``evaluation_sets`` table of an existing warehouse (``--warehouse``, default
+``outputs/warehouse.duckdb``, written by ``curation_job`` or ``make demo`` from the packaged real
+data). Both tables are read once at the start. Each task's evaluation items are ordered by the
+sha256 of their ``item_id`` and split into a dev part, which only the feedback rule reads, and a
+disjoint test part, which is the only part reported. No setting of this script was chosen by
+looking at test losses.
+
+Model: the full SmolLM2-135M-Instruct from the packaged GGUF file (all 30 layers), but only its
+top ``--train-layers`` decoder layers and the final norm are trained (default 8). The tied
+embeddings and the lower layers are frozen, so autograd neither stores their activations nor
+computes their gradients. Training all layers runs at well under 1 sequence/s on a loaded 2-core
+CPU, and 3 arms x 2 seeds x 4 rounds would not fit in an hour. Dropping layers instead is not an
+option: a SmolLM2 with its first 6 layers, or its first 3 and last 3, has a held-out loss of 11-22
+nats against 1.7-3.1 for the full model. Each (seed, arm) pair runs in its own process
+(``--workers``).
+
+Arms: (a) ``multiplicative_weights`` with the default ``MixingConfig`` (the feedback rule), (b)
+``uniform``, (c) ``proportional``. Every arm starts from the same truncated base model, continues
+from its own previous round like the loop's default, and takes the same optimizer steps with the
+same batch size, learning rate and per-round seeds. The feedback arm's round 0 reads the base
+model's dev losses, and round r reads the dev losses of round r-1's model.
+
+Prints per-round weights and per-task test loss for each arm and seed, the final worst-task and
+mean test loss with their ratios, and as its last line one JSON object, also written to
+``bench/results/mixing.json``.
+"""
+
+import argparse
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import duckdb  # noqa: E402
+import polars as pl  # noqa: E402
+import torch  # noqa: E402
+
+from pipelines.warehouse import resolve_repo_path  # noqa: E402
+from trainer.data import build_examples, sample_mixture  # noqa: E402
+from trainer.evaluate import EvalConfig, evaluate, task_signals  # noqa: E402
+from trainer.mixing import MixingConfig, compute_weights  # noqa: E402
+from trainer.models import PACKAGED_SMOLLM2, load_causal_lm  # noqa: E402
+from trainer.train import TrainConfig, peak_rss_mb, train  # noqa: E402
+
+ARMS = ("multiplicative_weights", "uniform", "proportional")
+RESULT_PATH = REPO_ROOT / "bench" / "results" / "mixing.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--warehouse", default="outputs/warehouse.duckdb", help="DuckDB file with the curated tables.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="Seeds; each runs every arm.")
+    parser.add_argument("--rounds", type=int, default=4, help="Rounds per arm.")
+    parser.add_argument(
+        "--train-layers", type=int, default=8, help="Top decoder layers that are trained; 0 trains every parameter."
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="Worker processes, one (seed, arm) pair each; 0 means one per pair."
+    )
+    parser.add_argument("--steps", type=int, default=4, help="Optimizer steps per round, equal for every arm.")
+    parser.add_argument("--batch-size", type=int, default=4, help="Sequences per optimizer step.")
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="Peak AdamW learning rate.")
+    parser.add_argument("--max-seq-len", type=int, default=128, help="Tokens per training and evaluation sequence.")
+    parser.add_argument("--dev-per-task", type=int, default=8, help="Dev items per task (feedback signal).")
+    parser.add_argument("--test-per-task", type=int, default=12, help="Test items per task (reported).")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
+    parser.add_argument("--output", default=str(RESULT_PATH), help="Where the JSON summary is written.")
+    return parser.parse_args(argv)
+
+
+def load_pool(warehouse_path: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Read the selected samples and the evaluation items once, over a read-only connection.
+
+    A read-only connection opens even while a pipeline run has the file open for writing.
+    """
+    with duckdb.connect(str(resolve_repo_path(warehouse_path)), read_only=True) as con:
+        samples = con.sql(
+            "SELECT sample_id, task, prompt, response FROM selected_samples WHERE task IS NOT NULL"
+        ).pl()
+        items = con.sql("SELECT item_id, task, prompt, response FROM evaluation_sets WHERE task IS NOT NULL").pl()
+    return samples, items
+
+
+def split_dev_test(items: pl.DataFrame, dev_per_task: int, test_per_task: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Order each task's items by sha256(item_id) and take the first ones as dev, the next ones as test.
+
+    A task with fewer items than dev + test keeps the dev/test ratio, so both parts stay non-empty
+    when the task has at least two items.
+    """
+    keyed = items.with_columns(
+        pl.col("item_id").map_elements(lambda i: hashlib.sha256(i.encode()).hexdigest(), return_dtype=pl.String).alias("_key")
+    ).sort("task", "_key")
+    dev_parts, test_parts = [], []
+    for task in sorted(keyed["task"].unique().to_list()):
+        rows = keyed.filter(pl.col("task") == task)
+        wanted = dev_per_task + test_per_task
+        if rows.height >= wanted:
+            n_dev, n_test = dev_per_task, test_per_task
+        else:
+            n_dev = max(1, round(rows.height * dev_per_task / wanted))
+            n_test = rows.height - n_dev
+        dev_parts.append(rows.head(n_dev))
+        test_parts.append(rows.slice(n_dev, n_test))
+    return pl.concat(dev_parts).drop("_key"), pl.concat(test_parts).drop("_key")
+
+
+def freeze_lower_layers(model, train_layers: int):
+    """Freeze every parameter except the top ``train_layers`` decoder layers and the final norm.
+
+    ``train_layers`` = 0 leaves every parameter trainable. Returns the number of trainable parameters.
+    """
+    total = len(model.model.layers)
+    if not 0 <= train_layers <= total:
+        raise ValueError(f"--train-layers={train_layers} is invalid; the model has {total} decoder layers")
+    if train_layers:
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for module in [*model.model.layers[total - train_layers :], model.model.norm]:
+            for parameter in module.parameters():
+                parameter.requires_grad_(True)
+    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def losses_by_task(stats: pl.DataFrame) -> dict[str, float]:
+    return {row["task"]: float(row["mean_loss"]) for row in stats.iter_rows(named=True) if row["mean_loss"] is not None}
+
+
+def run_arm(rule, base_model, tokenizer, pool, dev, test, base_dev, seed, args) -> list[dict]:
+    """Train one arm for ``args.rounds`` rounds and return one record per round."""
+    model = base_model
+    available = {task: int(n) for task, n in pool.group_by("task").len().iter_rows()}
+    config = MixingConfig(rule=rule, seed=seed)
+    eval_config = EvalConfig(batch_size=8, max_seq_len=args.max_seq_len, max_generate_per_task=0, max_new_tokens=1)
+    previous, feedback = None, task_signals(base_dev) if rule == "multiplicative_weights" else None
+    records = []
+    for round_index in range(args.rounds):
+        round_seed = seed * 1000 + round_index
+        decision = compute_weights(previous, feedback, available, config)
+        rows = sample_mixture(pool, decision.weights, args.steps * args.batch_size, seed=round_seed)
+        examples = build_examples(rows, tokenizer, args.max_seq_len)
+        train_config = TrainConfig(
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            warmup_steps=1,
+            max_seq_len=args.max_seq_len,
+            seed=round_seed,
+            log_every=args.steps,
+            num_threads=args.threads,
+        )
+        report = train(model, tokenizer, examples, train_config)
+        test_loss = losses_by_task(evaluate(model, tokenizer, test, eval_config))
+        if rule == "multiplicative_weights":
+            feedback = task_signals(evaluate(model, tokenizer, dev, eval_config))
+        previous = decision.weights
+        records.append(
+            {
+                "round": round_index,
+                "weights": {task: round(weight, 4) for task, weight in decision.weights.items()},
+                "test_loss": test_loss,
+                "train_seconds": round(report.seconds, 1),
+                "sequences_per_second": round(report.examples_seen / max(report.seconds, 1e-9), 3),
+            }
+        )
+        print(
+            f"  seed {seed} {rule:22s} round {round_index} | weights {records[-1]['weights']} | "
+            f"test loss {_fmt(test_loss)} | train {report.seconds:.0f} s ({records[-1]['sequences_per_second']} seq/s)",
+            flush=True,
+        )
+    return records
+
+
+def load_base_model(train_layers: int):
+    """Load SmolLM2-135M-Instruct and freeze all but its top ``train_layers`` layers."""
+    model, tokenizer = load_causal_lm(PACKAGED_SMOLLM2)
+    trainable = freeze_lower_layers(model, train_layers)
+    return model, tokenizer, trainable
+
+
+def run_arm_job(seed, rule, pool, dev, test, base_dev, args) -> list[dict]:
+    """Load the base model and run one arm for one seed; the entry point of a worker process."""
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    base_model, tokenizer, _ = load_base_model(args.train_layers)
+    return run_arm(rule, base_model, tokenizer, pool, dev, test, base_dev, seed, args)
+
+
+def _fmt(losses: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{task}: {loss:.4f}" for task, loss in sorted(losses.items())) + "}"
+
+
+def summarize(results: dict[int, dict[str, list[dict]]]) -> dict:
+    """Compute final worst-task and mean test loss per seed and arm, their ratios and the seed spread."""
+    per_seed = {}
+    for seed, arms in results.items():
+        final = {rule: arms[rule][-1]["test_loss"] for rule in ARMS}
+        worst = {rule: max(final[rule].values()) for rule in ARMS}
+        mean = {rule: sum(final[rule].values()) / len(final[rule]) for rule in ARMS}
+        per_seed[seed] = {
+            "worst_loss": worst,
+            "mean_loss": mean,
+            "worst_task": {rule: max(final[rule], key=final[rule].get) for rule in ARMS},
+            "worst_loss_ratio_vs_uniform": worst["multiplicative_weights"] / worst["uniform"],
+            "worst_loss_ratio_vs_proportional": worst["multiplicative_weights"] / worst["proportional"],
+            "mean_loss_ratio_vs_uniform": mean["multiplicative_weights"] / mean["uniform"],
+            "mean_loss_diff_vs_uniform": mean["multiplicative_weights"] - mean["uniform"],
+        }
+    # Seed-to-seed spread: the range over seeds of an arm's final mean test loss, the larger of the
+    # feedback arm and the uniform arm.
+    spread = max(
+        max(s["mean_loss"][rule] for s in per_seed.values()) - min(s["mean_loss"][rule] for s in per_seed.values())
+        for rule in ("multiplicative_weights", "uniform")
+    )
+    return {"per_seed": per_seed, "mean_loss_spread": spread}
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    load_average = os.getloadavg()
+
+    pool, items = load_pool(args.warehouse)
+    dev, test = split_dev_test(items, args.dev_per_task, args.test_per_task)
+    counts = {
+        task: {
+            "pool": pool.filter(pl.col("task") == task).height,
+            "dev": dev.filter(pl.col("task") == task).height,
+            "test": test.filter(pl.col("task") == task).height,
+        }
+        for task in sorted(pool["task"].unique().to_list())
+    }
+    print(f"data from {args.warehouse}: {counts}", flush=True)
+
+    base_model, tokenizer, trainable = load_base_model(args.train_layers)
+    eval_config = EvalConfig(batch_size=8, max_seq_len=args.max_seq_len, max_generate_per_task=0, max_new_tokens=1)
+    base_dev = evaluate(base_model, tokenizer, dev, eval_config)
+    base_test = losses_by_task(evaluate(base_model, tokenizer, test, eval_config))
+    del base_model
+    print(f"base model test loss {_fmt(base_test)}; {trainable / 1e6:.1f}M trainable parameters", flush=True)
+
+    workers = args.workers or len(args.seeds) * len(ARMS)
+    jobs = [(seed, rule, pool, dev, test, base_dev, args) for seed in args.seeds for rule in ARMS]
+    if workers > 1:
+        # spawn, not fork: a forked child of a process that already ran torch and the Rust tokenizer
+        # can hang in their thread pools. Each worker loads the model from the local cache.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool_of_workers:
+            finished = pool_of_workers.starmap(run_arm_job, jobs)
+    else:
+        finished = [run_arm_job(*job) for job in jobs]
+    results: dict[int, dict[str, list[dict]]] = {seed: {} for seed in args.seeds}
+    for (seed, rule, *_), records in zip(jobs, finished):
+        results[seed][rule] = records
+
+    summary = summarize(results)
+    print("\nfinal test loss per seed (worst task, mean over tasks):")
+    for seed, row in summary["per_seed"].items():
+        print(
+            f"  seed {seed}: "
+            + " | ".join(
+                f"{rule} worst {row['worst_loss'][rule]:.4f} ({row['worst_task'][rule]}) mean {row['mean_loss'][rule]:.4f}"
+                for rule in ARMS
+            )
+        )
+        print(
+            f"          feedback/uniform worst {row['worst_loss_ratio_vs_uniform']:.4f}, "
+            f"feedback/proportional worst {row['worst_loss_ratio_vs_proportional']:.4f}, "
+            f"feedback/uniform mean {row['mean_loss_ratio_vs_uniform']:.4f} "
+            f"(diff {row['mean_loss_diff_vs_uniform']:+.4f})"
+        )
+    per_seed = summary["per_seed"].values()
+    worst_beats_both = all(
+        r["worst_loss"]["multiplicative_weights"] < min(r["worst_loss"]["uniform"], r["worst_loss"]["proportional"])
+        for r in per_seed
+    )
+    mean_within_spread = all(r["mean_loss_diff_vs_uniform"] <= summary["mean_loss_spread"] for r in per_seed)
+    print(
+        f"seed-to-seed spread of the final mean loss: {summary['mean_loss_spread']:.4f}; "
+        f"feedback worst < both static arms in every seed: {worst_beats_both}; "
+        f"feedback mean within the spread of uniform in every seed: {mean_within_spread}"
+    )
+
+    result = {
+        "seeds": list(args.seeds),
+        "rounds": args.rounds,
+        "worst_loss_ratio_vs_uniform": max(r["worst_loss_ratio_vs_uniform"] for r in per_seed),
+        "worst_loss_ratio_vs_proportional": max(r["worst_loss_ratio_vs_proportional"] for r in per_seed),
+        "mean_loss_ratio_vs_uniform": max(r["mean_loss_ratio_vs_uniform"] for r in per_seed),
+        "mean_loss_diff_vs_uniform": max(r["mean_loss_diff_vs_uniform"] for r in per_seed),
+        "mean_loss_spread": summary["mean_loss_spread"],
+        "worst_loss_beats_both_static_arms": worst_beats_both,
+        "mean_loss_within_spread": mean_within_spread,
+        "feedback_rule": {k: v for k, v in MixingConfig().__dict__.items() if k != "seed"},
+        "model": PACKAGED_SMOLLM2,
+        "train_layers": args.train_layers,
+        "steps_per_round": args.steps,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "max_seq_len": args.max_seq_len,
+        "eval_items": counts,
+        "base_test_loss": base_test,
+        "per_round": {str(seed): arms for seed, arms in results.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+        "load_average_at_start": [round(x, 2) for x in load_average],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "code_version": code_version(),
+    }
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(result, sort_keys=True))
+    return result
+
+
+if __name__ == "__main__":
+    main()
