@@ -9,7 +9,10 @@ from pydantic import Field
 from assets.common import record_stage
 from filters.stage1 import Stage1Config, run_stage1
 from pipelines.resources import ToxicityModel
+from pipelines.score_cache import WarehouseScoreCache
 from pipelines.warehouse import Warehouse
+
+TOXICITY_CACHE_TABLE = "toxicity_score_cache"
 
 
 class Stage1Settings(Config):
@@ -35,8 +38,12 @@ def basic_filtered(
     )
     started = time.perf_counter()
     context.log.info(f"stage 1 on {samples.height} samples")
-    result = run_stage1(samples, stage_config, toxicity_model.load())
+    # Toxicity scores are cached by content hash, so changing max_toxicity re-decides without re-scoring.
+    cache = WarehouseScoreCache(warehouse, table=TOXICITY_CACHE_TABLE)
+    result = run_stage1(samples, stage_config, toxicity_model.load(), toxicity_cache=cache)
     result.check_conservation(samples["sample_id"])
+    toxicity_texts_from_cache = cache.hits
+    toxicity_texts_scored_new = cache.flush()
     metadata = record_stage(
         warehouse, result, stage="stage1", output_table="basic_filtered", run_id=context.run_id,
         seconds=time.perf_counter() - started,
@@ -60,4 +67,6 @@ def basic_filtered(
             "survivor_rule": dedup.survivor_rule,
         }
     )
+    metadata["toxicity_texts_from_cache"] = toxicity_texts_from_cache
+    metadata["toxicity_texts_scored_new"] = toxicity_texts_scored_new
     return MaterializeResult(metadata=metadata)

@@ -6,6 +6,7 @@ text is never rewritten; normalization only builds dedup keys.
 """
 
 import logging
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -176,11 +177,18 @@ def _point_to_final_survivor(earlier: pl.DataFrame, later: pl.DataFrame, reason:
     )
 
 
-def run_stage1(samples: pl.DataFrame, config: Stage1Config, toxicity: ToxicityScorer, embedder=None) -> StageResult:
+def run_stage1(
+    samples: pl.DataFrame,
+    config: Stage1Config,
+    toxicity: ToxicityScorer,
+    embedder=None,
+    toxicity_cache: MutableMapping[str, float] | None = None,
+) -> StageResult:
     """Run quality rules, exact dedup, near dedup, optional semantic dedup and toxicity on ``samples``.
 
     ``embedder`` (``filters.embed.Embedder``) is used only when ``config.semantic_dedup`` is set;
-    when it is None the packaged default embedder is loaded.
+    when it is None the packaged default embedder is loaded. ``toxicity_cache`` keeps toxicity
+    scores by content hash, so a rerun with another ``max_toxicity`` does not score again.
 
     Kept rows keep every input column, in input order, and gain ``quality_score``,
     ``shingle_kind``, ``toxicity_score``, ``toxicity_prompt_score``, ``toxicity_model``,
@@ -200,7 +208,7 @@ def run_stage1(samples: pl.DataFrame, config: Stage1Config, toxicity: ToxicitySc
 
             embedder = load_embedder()
         semantic = semantic_dedup(near.kept, embedder, config.semantic_dedup_config(), stage=STAGE)
-    toxic = apply_toxicity(semantic.kept, toxicity, config.toxicity_config(), stage=STAGE)
+    toxic = apply_toxicity(semantic.kept, toxicity, config.toxicity_config(), stage=STAGE, cache=toxicity_cache)
 
     exact_rejected = _point_to_final_survivor(exact.rejected, near.rejected, "near_duplicate")
     dedup_parts = [exact_rejected, near.rejected]

@@ -11,9 +11,11 @@ A scorer may declare the languages it supports (``languages``); rows in other la
 scored and kept, with ``toxicity_applied = False``.
 """
 
+import hashlib
 import importlib.metadata
 import logging
 import re
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -165,18 +167,41 @@ def chunk_text(text: str, chunk_tokens: int, stride_tokens: int, char_tokens: bo
     return [joiner.join(tokens[start : start + chunk_tokens]) for start in starts]
 
 
+def toxicity_cache_key(scorer_name: str, config: ToxicityConfig, char_tokens: bool, text: str) -> str:
+    """Hash everything that decides a text's max chunk score: model, windows, tokenization and text."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (scorer_name, str(config.chunk_tokens), str(config.chunk_stride_tokens), str(char_tokens), text):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1f")
+    return "tox:" + digest.hexdigest()
+
+
 def _score_texts(
-    texts: list[str], char_flags: list[bool], scorer: ToxicityScorer, config: ToxicityConfig
+    texts: list[str],
+    char_flags: list[bool],
+    scorer: ToxicityScorer,
+    config: ToxicityConfig,
+    cache: MutableMapping[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str | None], list[str | None]]:
     """Return per text the max chunk score, the chunk count, and an error message and name or None.
 
     Chunks are scored in batches; a batch that raises is rescored text by text, so one bad
-    text becomes one error instead of failing the batch.
+    text becomes one error instead of failing the batch. With a ``cache``, texts scored before
+    (same scorer, windows and text) are not scored again, and new scores are added to it.
     """
+    keys = [toxicity_cache_key(scorer.name, config, flag, text) for text, flag in zip(texts, char_flags, strict=True)]
+    if cache is not None and hasattr(cache, "prefetch"):
+        cache.prefetch(keys)
+    cached: dict[int, float] = {}
     chunks: list[str] = []
     owners: list[int] = []
+    counts = np.zeros(len(texts), dtype=np.int64)
     for index, (text, char_tokens) in enumerate(zip(texts, char_flags, strict=True)):
         parts = chunk_text(text, config.chunk_tokens, config.chunk_stride_tokens, char_tokens)
+        counts[index] = len(parts)
+        if cache is not None and keys[index] in cache:
+            cached[index] = cache[keys[index]]
+            continue
         chunks.extend(parts)
         owners.extend([index] * len(parts))
     owner_array = np.asarray(owners, dtype=np.int64)
@@ -197,10 +222,15 @@ def _score_texts(
                     errors[owner] = f"{type(error).__name__}: {error}"[:500]
                     error_names[owner] = type(error).__name__
     max_scores = np.full(len(texts), np.nan)
-    counts = np.bincount(owner_array, minlength=len(texts)) if len(texts) else np.zeros(0, dtype=np.int64)
     if chunks:
         valid = ~np.isnan(chunk_scores)
         np.fmax.at(max_scores, owner_array[valid], np.clip(chunk_scores[valid], 0.0, 1.0))
+    if cache is not None:
+        for index in set(owners):
+            if errors[index] is None and not np.isnan(max_scores[index]):
+                cache[keys[index]] = float(max_scores[index])
+        for index, score in cached.items():
+            max_scores[index] = score
     return max_scores, counts, errors, error_names
 
 
@@ -212,7 +242,12 @@ def _languages(samples: pl.DataFrame) -> list[str]:
 
 
 def apply_toxicity(
-    samples: pl.DataFrame, scorer: ToxicityScorer, config: ToxicityConfig, *, stage: str = "stage1"
+    samples: pl.DataFrame,
+    scorer: ToxicityScorer,
+    config: ToxicityConfig,
+    *,
+    stage: str = "stage1",
+    cache: MutableMapping[str, float] | None = None,
 ) -> StageResult:
     """Score prompts and responses, and reject rows whose response score is at least ``max_toxicity``.
 
@@ -229,9 +264,9 @@ def apply_toxicity(
     prompt_char = [uses_char_shingles(lang, text) for lang, text in zip(langs, prompts, strict=True)]
 
     response_scores, response_chunks, response_errors, response_names = _score_texts(
-        responses, response_char, scorer, config
+        responses, response_char, scorer, config, cache
     )
-    prompt_scores, _, prompt_errors, prompt_names = _score_texts(prompts, prompt_char, scorer, config)
+    prompt_scores, _, prompt_errors, prompt_names = _score_texts(prompts, prompt_char, scorer, config, cache)
     supported = getattr(scorer, "languages", None)
     applied = [supported is None or lang in supported for lang in langs]
     errors = [r or (f"prompt: {p}" if p else None) for r, p in zip(response_errors, prompt_errors, strict=True)]

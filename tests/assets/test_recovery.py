@@ -118,12 +118,18 @@ def test_rematerialization_unchanged_inputs_same_content(tmp_path, warehouse, ma
 
 
 def test_threshold_change_alters_only_its_decisions(tmp_path, warehouse, materialize_ingest):
-    """Raising max_toxicity above every score keeps the toxic row; nothing else changes."""
+    """Raising max_toxicity above every score keeps the toxic row; nothing else changes or is re-scored."""
     sources = write_sources(tmp_path, packaged=())
     materialize_ingest(sources)
     before = stable_ledger(warehouse)
     kept_before = warehouse.query("SELECT sample_id, toxicity_score FROM basic_filtered ORDER BY ALL").rows()
-    materialize_ingest(sources, max_toxicity=1.0)
+    result, _ = materialize_ingest(sources, max_toxicity=1.0)
+    metadata = {
+        event.asset_key.path[-1]: event.step_materialization_data.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }["basic_filtered"]
+    assert metadata["toxicity_texts_scored_new"].value == 0
+    assert metadata["toxicity_texts_from_cache"].value > 0
     after = stable_ledger(warehouse)
     kept_after = dict(warehouse.query("SELECT sample_id, toxicity_score FROM basic_filtered").rows())
     toxic_before = [row for row in before if row[3] == "toxic"]

@@ -176,3 +176,43 @@ def test_hf_scorer_runs_in_stage_step(tiny_classifier):
     result = apply_toxicity(samples, HFClassifierScorer(str(folder)), ToxicityConfig(max_toxicity=1.0))
     assert result.kept["toxicity_chunks"].to_list() == [9]
     assert 0.0 <= result.kept["toxicity_score"].item() <= 1.0
+
+
+class CountingScorer:
+    """Scores a chunk by its length and counts how many chunks it was asked to score."""
+
+    name = "counting-scorer"
+    languages = None
+
+    def __init__(self):
+        self.chunks_scored = 0
+
+    def score(self, texts):
+        self.chunks_scored += len(texts)
+        return np.array([min(len(text) / 100.0, 1.0) for text in texts])
+
+
+def test_toxicity_cache_skips_rescoring():
+    samples = pl.DataFrame(
+        {
+            "sample_id": ["a", "b"],
+            "source": ["s", "s"],
+            "task": ["chat", "chat"],
+            "lang": ["en", "en"],
+            "prompt": ["Hi there", "Tell me a story"],
+            "response": ["Hello, how can I help?", "Once upon a time there was a small boat. " * 20],
+        }
+    )
+    cache: dict[str, float] = {}
+    scorer = CountingScorer()
+    first = apply_toxicity(samples, scorer, ToxicityConfig(max_toxicity=0.9), cache=cache)
+    scored_first = scorer.chunks_scored
+    second = apply_toxicity(samples, scorer, ToxicityConfig(max_toxicity=0.2), cache=cache)
+    assert scored_first > 0
+    assert scorer.chunks_scored == scored_first
+    assert len(cache) == 4
+    assert first.kept["sample_id"].to_list() == ["a"]
+    assert second.kept.height == 0
+    assert sorted(second.rejected["sample_id"].to_list()) == ["a", "b"]
+    score_a = second.rejected.filter(pl.col("sample_id") == "a")["score"][0]
+    assert score_a == pytest.approx(first.kept["toxicity_score"][0])
