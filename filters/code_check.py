@@ -19,6 +19,7 @@ Per row with task "code", in this order:
 
 import logging
 import re
+import secrets
 import textwrap
 import warnings
 from dataclasses import dataclass
@@ -123,17 +124,38 @@ def compile_error(code: str) -> str | None:
     return None
 
 
-def build_test_program(code: str, tests: str, entry_point: str | None) -> str:
-    """Join solution and tests into one program; HumanEval-style tests also get ``check(entry_point)``."""
+def new_completion_marker() -> str:
+    """Return a random line that a test program prints only after every test ran."""
+    return f"tests-completed-{secrets.token_hex(12)}"
+
+
+def build_test_program(code: str, tests: str, entry_point: str | None, marker: str | None = None) -> str:
+    """Join solution and tests into one program; HumanEval-style tests also get ``check(entry_point)``.
+
+    With ``marker``, the program prints it as its last statement. Exit code 0 alone does not prove
+    the tests ran: the solution or the tests may call ``sys.exit(0)`` or ``os._exit(0)`` first, and
+    the code cannot print a marker it never saw.
+    """
     program = f"{code.rstrip()}\n\n\n{tests.rstrip()}\n"
     if entry_point:
         program += f"\n\ncheck({entry_point})\n"
+    if marker:
+        program += f"\n\nprint({marker!r}, flush=True)\n"
     return program
 
 
-def _sandbox_outcome(result: sandbox.SandboxResult, config: CodeCheckConfig) -> tuple[str | None, float | None, float | None, str]:
-    if result.status == "passed":
+def tests_completed(result: sandbox.SandboxResult, marker: str) -> bool:
+    """True when the sandbox exited 0 and the program printed its completion marker."""
+    return result.status == "passed" and marker in result.stdout_tail
+
+
+def _sandbox_outcome(
+    result: sandbox.SandboxResult, config: CodeCheckConfig, marker: str
+) -> tuple[str | None, float | None, float | None, str]:
+    if tests_completed(result, marker):
         return None, None, None, ""
+    if result.status == "passed":
+        return "tests_not_completed", None, None, "exited with code 0 before the tests finished"
     if result.status == "timeout":
         return "timeout", result.wall_s, config.timeout_s, f"no result within {config.timeout_s} s wall or {config.cpu_s} s CPU"
     if result.status == "memory":
@@ -158,7 +180,7 @@ def check_code_rows(frame: pl.DataFrame, config: CodeCheckConfig) -> pl.DataFram
     scores: list[float | None] = [None] * count
     thresholds: list[float | None] = [None] * count
     details: list[str | None] = [None] * count
-    to_run: list[tuple[int, str]] = []
+    to_run: list[tuple[int, str, str]] = []
 
     rows = frame.select("response", "tests", "entry_point").iter_rows()
     for index, (response, tests, entry_point) in enumerate(rows):
@@ -173,15 +195,16 @@ def check_code_rows(frame: pl.DataFrame, config: CodeCheckConfig) -> pl.DataFram
                 reasons[index], details[index] = "syntax_error", error
                 continue
             if tests and tests.strip():
-                to_run.append((index, build_test_program(code, tests, entry_point)))
+                marker = new_completion_marker()
+                to_run.append((index, build_test_program(code, tests, entry_point, marker), marker))
             else:
                 status[index] = "compiled"
         except Exception as error:  # a per-sample failure becomes a rejection, never a crashed batch
             reasons[index], details[index] = f"error_{type(error).__name__}", str(error)[:500]
 
-    results = sandbox.run_many([program for _, program in to_run], workers=config.workers, **config.sandbox_limits())
-    for (index, _), result in zip(to_run, results):
-        reason, score, threshold, detail = _sandbox_outcome(result, config)
+    results = sandbox.run_many([program for _, program, _ in to_run], workers=config.workers, **config.sandbox_limits())
+    for (index, _, marker), result in zip(to_run, results):
+        reason, score, threshold, detail = _sandbox_outcome(result, config, marker)
         if reason is None:
             status[index] = "passed"
         else:

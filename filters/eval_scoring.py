@@ -9,7 +9,13 @@ import re
 from collections.abc import Callable
 
 from filters import sandbox
-from filters.code_check import build_test_program, compile_error, extract_code_blocks
+from filters.code_check import (
+    build_test_program,
+    compile_error,
+    extract_code_blocks,
+    new_completion_marker,
+    tests_completed,
+)
 from filters.math_check import extract_final_answers, parse_number
 
 Scorer = Callable[[str, dict], bool]
@@ -42,8 +48,9 @@ def code_tests_pass(generated: str, row: dict, timeout_s: float = 5.0) -> bool:
     code = blocks[0] if blocks else generated
     if not tests.strip() or compile_error(code) is not None:
         return False
-    program = build_test_program(code, tests, row.get("entry_point"))
-    return sandbox.run_python(program, timeout_s=timeout_s).status == "passed"
+    marker = new_completion_marker()
+    program = build_test_program(code, tests, row.get("entry_point"), marker)
+    return tests_completed(sandbox.run_python(program, timeout_s=timeout_s), marker)
 
 
 def build_task_scorers() -> dict[str, tuple[str, Scorer]]:

@@ -22,7 +22,6 @@ for being non-numeric. Text is NFKC-normalized first, so full-width digits and m
 
 import ast
 import logging
-import math
 import operator
 import re
 import unicodedata
@@ -106,6 +105,20 @@ def _strip_latex(text: str) -> str:
     return text.strip()
 
 
+# An exact Fraction of "1e99999999" needs a 100-million-digit integer, which takes minutes to build.
+# Final answers past these sizes are compared as text instead.
+MAX_ANSWER_EXPONENT = 400
+MAX_ANSWER_DIGITS = 400
+_EXPONENT = re.compile(r"[eE]([-+]?\d+)$")
+
+
+def _too_large_to_parse(number: str) -> bool:
+    exponent = _EXPONENT.search(number)
+    if exponent and abs(int(exponent.group(1)[:6])) > MAX_ANSWER_EXPONENT:
+        return True
+    return sum(char.isdigit() for char in number) > MAX_ANSWER_DIGITS
+
+
 def parse_number(text: str | None) -> float | Fraction | None:
     """Parse one final answer into an exact ``Fraction``, or None when it is not a single number.
 
@@ -125,6 +138,8 @@ def parse_number(text: str | None) -> float | Fraction | None:
     whole = _LATEX_FRACTION.fullmatch(text) or _PLAIN_FRACTION.fullmatch(text)
     if whole:
         sign, numerator, denominator = whole.groups()
+        if _too_large_to_parse(numerator.replace(",", "")) or _too_large_to_parse(denominator.replace(",", "")):
+            return None
         denominator_value = Fraction(denominator.replace(",", ""))
         if denominator_value == 0:
             return None
@@ -139,7 +154,10 @@ def parse_number(text: str | None) -> float | Fraction | None:
     rest = text[match.end():]
     if _LIST_CONTINUES.match(rest) or _EXPRESSION_CONTINUES.match(rest) or "=" in rest:
         return None
-    value = Fraction(match.group("number").replace(",", ""))
+    number = match.group("number").replace(",", "")
+    if _too_large_to_parse(number):
+        return None
+    value = Fraction(number)
     negative = (match.group("sign1") == "-") != (match.group("sign2") == "-")
     return -value if negative else value
 
@@ -327,8 +345,17 @@ def find_arithmetic_errors(text: str) -> list[str]:
 
 
 def numbers_equal(left: Fraction, right: Fraction, rel_tol: float) -> bool:
-    """Compare exactly, then within ``rel_tol`` (absolute 1e-9 near zero)."""
-    return left == right or math.isclose(float(left), float(right), rel_tol=rel_tol, abs_tol=1e-9)
+    """Compare exactly, then within ``rel_tol`` (absolute 1e-9 near zero), in exact arithmetic.
+
+    Fractions are compared without converting to float, so values past the float range (1e309)
+    compare instead of raising OverflowError.
+    """
+    if left == right:
+        return True
+    left, right = Fraction(left), Fraction(right)
+    difference = abs(left - right)
+    tolerance = max(Fraction(rel_tol) * max(abs(left), abs(right)), Fraction(1, 10**9))
+    return difference <= tolerance
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,18 @@ def test_humaneval_wrong_solution_fails():
 def test_config_rejects_invalid_timeout():
     with pytest.raises(ValueError, match="timeout_s=0"):
         CodeCheckConfig(timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    "solution, tests",
+    [
+        ("import sys\ndef add(a, b):\n    return a - b\nsys.exit(0)", "assert add(2, 3) == 5"),
+        ("def add(a, b):\n    return a - b", "import sys\nsys.exit(0)\nassert add(2, 3) == 5"),
+        ("import atexit, os\natexit.register(lambda: os._exit(0))\ndef add(a, b):\n    return a - b", "assert add(2, 3) == 5"),
+    ],
+    ids=["solution_exits_early", "tests_exit_early", "atexit_forces_exit_code_0"],
+)
+def test_early_exit_is_not_a_pass(solution, tests):
+    row = one_row(f"```python\n{solution}\n```", tests=tests)
+    assert row["code_status"] is None
+    assert row[REASON] in {"tests_not_completed", "test_failed"}

@@ -199,3 +199,13 @@ def test_check_passes_packaged_gsm_symbolic_solutions():
 def test_config_rejects_invalid_tolerance():
     with pytest.raises(ValueError, match="answer_rel_tol"):
         MathCheckConfig(answer_rel_tol=0.5)
+
+
+def test_huge_exponent_answer_does_not_hang():
+    outcome = check_math_answer("#### 1e99999999", "5", MathCheckConfig())
+    assert outcome.reason == "answer_mismatch"
+
+
+def test_answers_beyond_float_range_compare():
+    outcome = check_math_answer("#### 1e309", "1e308", MathCheckConfig())
+    assert outcome.reason == "answer_mismatch"
