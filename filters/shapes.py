@@ -16,6 +16,7 @@ are left out of ``meta``.
 """
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from filters.lang import detect_lang
@@ -56,6 +57,25 @@ ROLE_NAMES = {
 # Language detection reads only this many characters of prompt + response: the script counts
 # settle long before that, and detection is a per-character Python loop.
 LANG_DETECT_CHARS = 2000
+
+
+_TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def normalize_task(task: str | None) -> str | None:
+    """Lowercase a record's task label and join words with underscores ("Code Review" -> "code_review").
+
+    Raises ``RecordError`` (``invalid_field``) for a label that is still not a snake_case name, because
+    every distinct label becomes its own mixture task and "Math" must not bypass the math checks.
+    """
+    if task is None or not task.strip():
+        return None
+    name = re.sub(r"[\s\-]+", "_", task.strip().lower())
+    if not _TASK_NAME.match(name):
+        raise RecordError(
+            INVALID_FIELD, f"task {task!r} is not a task name; use lowercase letters, digits and underscores, e.g. math"
+        )
+    return name
 
 
 class RecordError(ValueError):
@@ -210,7 +230,7 @@ def map_record(record: dict[str, Any], source: "SourceConfig") -> dict[str, Any]
 
     row = {
         "origin_id": view.take_text("origin_id", FIELD_ALIASES["origin_id"]),
-        "task": view.take_text("task", FIELD_ALIASES["task"]) or source.task,
+        "task": normalize_task(view.take_text("task", FIELD_ALIASES["task"])) or source.task,
         "lang": view.take_text("lang", FIELD_ALIASES["lang"]) or source.lang,
         "prompt": prompt,
         "response": response,

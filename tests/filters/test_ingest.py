@@ -491,3 +491,15 @@ def test_hf_parquet_path_goes_to_polars(tmp_path, monkeypatch):
     assert seen_paths == [hf_path]
     assert result.samples["prompt"].to_list() == ["p"]
     assert result.files["bytes"].to_list() == [None]
+
+
+def test_record_task_label_is_lowercased(tmp_path):
+    result = read_one(tmp_path, {"prompt": "Add 2 and 3.", "response": "#### 5", "task": "Math"})
+    assert only_sample(result)["task"] == "math"
+
+
+def test_record_task_label_not_a_name_quarantined(tmp_path):
+    result = read_one(tmp_path, {"prompt": "Add 2 and 3.", "response": "#### 5", "task": "Math!! 数学"})
+    assert result.samples.height == 0
+    assert only_quarantine(result)["reason"] == "invalid_field"
+    assert "task" in only_quarantine(result)["detail"]
