@@ -9,6 +9,7 @@ chosen by evaluating the real ``next_round_sensor`` against the instance, as the
 """
 
 import argparse
+import logging
 import os
 import resource
 import sys
@@ -88,13 +89,31 @@ def demo(rounds: int) -> None:
     print(f"Peak memory (max RSS of this process): {peak_mb:.0f} MB")
 
 
-def print_report(timings: dict[str, float] | None = None) -> None:
+def print_report(timings: dict[str, float] | None = None, warehouse_path: str | None = None) -> None:
     from pipelines.report import render_report
+    from pipelines.warehouse import Warehouse
 
-    from pipelines.definitions import defs
-
-    warehouse = defs.resources["warehouse"]
+    warehouse = Warehouse(path=warehouse_path) if warehouse_path else Warehouse()
+    if not warehouse.file.exists():
+        raise SystemExit(
+            f"no warehouse at {warehouse.file}; run `make demo` or materialize the curation assets first, "
+            "or pass --warehouse PATH"
+        )
     print(render_report(warehouse, timings or {}))
+
+
+def load_env_file(path: Path = REPO_ROOT / ".env") -> None:
+    """Set the variables of the repository's .env file that the environment does not set yet.
+
+    `dagster dev` and the Makefile read .env themselves; this makes `python -m pipelines.cli` agree.
+    """
+    if not path.exists():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            os.environ.setdefault(key.strip(), value.strip())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,14 +121,20 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run curation, then rounds until the stop rule fires")
     demo_parser.add_argument("--rounds", type=int, default=3, help="maximum number of rounds (the stop rule)")
-    commands.add_parser("report", help="print the funnel, weights and per-task errors from the warehouse")
+    report_parser = commands.add_parser("report", help="print the funnel, weights and per-task errors from the warehouse")
+    report_parser.add_argument(
+        "--warehouse", default=None, help="DuckDB file to report on (default: outputs/warehouse.duckdb)"
+    )
     args = parser.parse_args(argv)
+    load_env_file()
     if args.command == "demo":
         if args.rounds < 1:
             parser.error(f"--rounds must be at least 1, got {args.rounds}")
         demo(args.rounds)
     else:
-        print_report()
+        # Show lifecycle lines such as "waiting for the warehouse lock" while another run writes.
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        print_report(warehouse_path=args.warehouse)
 
 
 if __name__ == "__main__":
