@@ -3,7 +3,7 @@
 import time
 
 import polars as pl
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from assets.common import markdown_table
@@ -104,6 +104,13 @@ def raw_samples(context: AssetExecutionContext, config: SourcesConfig, warehouse
         }
     )
 
+    if errors and all_samples.height == 0:
+        raise Failure(
+            description="no source could be read, so there is nothing to curate; fix the files named in "
+            "source_errors (or the paths in the sources config) and materialize again",
+            metadata={"failed_sources": MetadataValue.json([error["message"] for error in errors])},
+        )
+
     per_source = all_samples.group_by("source", "task").len().sort("source", "task").rename({"len": "rows"})
     per_lang = all_samples.group_by("lang").len().sort("len", descending=True).rename({"len": "rows"})
     return MaterializeResult(
@@ -127,4 +134,10 @@ def evaluation_sets(context: AssetExecutionContext, config: SourcesConfig, wareh
     warehouse.replace_table("evaluation_sets", frame)
     by_benchmark = frame.group_by("benchmark", "task").len().sort("benchmark").rename({"len": "items"})
     context.log.info(f"evaluation sets: {frame.height} items")
+    if frame.height == 0:
+        # Only packaged sources carry a held-out split today; without one the loop has no feedback signal.
+        context.log.warning(
+            "no evaluation items: only packaged sources provide held-out splits, so every task will be "
+            "flagged no_signal and the mixture weights will not move"
+        )
     return MaterializeResult(metadata={"items": frame.height, "items_by_benchmark": markdown_table(by_benchmark)})
