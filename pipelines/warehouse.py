@@ -18,8 +18,10 @@ measures this).
 Two runs that bypass the queue and start at once interleave connection by connection: each
 write stays whole, but a step of one run may read a table the other run just replaced. With the
 same inputs and config both runs still end with the same tables; with different configs the last
-writer wins per table. Launch through the queue (the UI, sensors, schedules or ``dagster job
-launch``) to run them one after another.
+writer wins per table. Launch ``curation_job`` or ``loop_job`` through the queue (the UI's job
+pages, sensors, schedules or ``dagster job launch``) to run them one after another. An asset
+selection materialized from the UI runs as the implicit asset job, which has no queue tag, so
+only the file lock orders it.
 """
 
 import fcntl
