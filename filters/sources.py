@@ -211,8 +211,16 @@ def load_sources_config(path: Path) -> list[SourceConfig]:
     ``FileNotFoundError`` when ``path`` does not exist.
     """
     path = Path(path)
-    with path.open(encoding="utf-8") as handle:
-        document = yaml.safe_load(handle)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"sources config {path} is missing; set sources_path to an existing YAML file "
+            "(relative paths start at the repository root), e.g. config/sources.yaml"
+        )
+    try:
+        with path.open(encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        raise SourceConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(document, dict) or not isinstance(document.get("sources"), list):
         raise SourceConfigError(f"{path}: expected a top-level 'sources:' key holding a list of sources")
 
@@ -223,6 +231,9 @@ def load_sources_config(path: Path) -> list[SourceConfig]:
         if not isinstance(entry, dict):
             raise SourceConfigError(f"{path}: source #{position} is {entry!r}; expected a mapping of fields")
         label = entry.get("name", f"#{position}")
+        if "name" not in entry or "kind" not in entry:
+            missing = [key for key in ("name", "kind") if key not in entry]
+            raise SourceConfigError(f"{path}: source {label!r} is missing the field(s) {', '.join(missing)}")
         unknown = sorted(set(entry) - set(allowed_keys))
         if unknown:
             raise SourceConfigError(

@@ -142,3 +142,22 @@ def test_local_files_empty_for_missing_path(tmp_path):
 
 def test_local_files_empty_for_packaged():
     assert SourceConfig(name="s", kind="packaged", dataset="champ").local_files() == []
+
+
+def test_entry_without_name_names_the_field(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text("sources:\n  - kind: jsonl\n    path: x.jsonl\n")
+    with pytest.raises(SourceConfigError, match="missing the field"):
+        load_sources_config(path)
+
+
+def test_broken_yaml_is_a_config_error(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text("sources: [\n  - a")
+    with pytest.raises(SourceConfigError, match="not valid YAML"):
+        load_sources_config(path)
+
+
+def test_missing_config_file_says_how_to_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sources_path"):
+        load_sources_config(tmp_path / "absent.yaml")
