@@ -431,7 +431,9 @@ def _read_tail(path: str, chars: int = TAIL_CHARS) -> str:
 def _classify(returncode: int, stderr_tail: str, timed_out: bool, violation: str | None) -> str:
     if violation:
         return "forbidden"
-    if returncode == -signal.SIGXFSZ or any(message in stderr_tail for message in OUTPUT_LIMIT_ERRORS):
+    # Python ignores SIGXFSZ, so a stream over the file-size limit fails its final flush instead,
+    # and CPython exits with code 120 when flushing stdout or stderr at exit fails.
+    if returncode in (-signal.SIGXFSZ, 120) or any(message in stderr_tail for message in OUTPUT_LIMIT_ERRORS):
         return "output_limit"
     if PROCESS_LIMIT_ERROR in stderr_tail:
         return "process_limit"

@@ -78,6 +78,7 @@ def hostile_samples(canary) -> dict[str, tuple[str, str]]:
             "i = 0\nwhile True:\n    open(f'part{i}', 'wb').write(b'x' * 60000)\n    i += 1\n", "output_limit"
         ),
         "busy_loop": ("while True:\n    pass\n", "timeout"),
+        "stderr_flood": ("import sys\nsys.stderr.write('e' * (10 << 20))\nprint('done')\n", "output_limit"),
     }
 
 
