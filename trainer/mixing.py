@@ -277,9 +277,14 @@ def _validate_inputs(previous: dict[str, float], available: dict[str, int]) -> N
 
 def _applied_bounds(config: MixingConfig, k: int) -> tuple[float, float]:
     floor, cap = config.min_weight, config.max_weight
-    if floor * k > 1.0:
-        log.warning("min_weight=%s is infeasible for %d tasks with data; using the floor 1/%d", floor, k, k)
-        floor = 1.0 / k
+    if floor * k >= 1.0:
+        # Floors that reserve all of the mass pin every task at 1/k and silence the signal (the default
+        # 0.05 does so from 20 tasks on), so they are lowered to take half of it.
+        log.warning(
+            "min_weight=%s reserves %.0f%% of the mass for %d tasks with data; using the floor 0.5/%d",
+            floor, 100 * floor * k, k, k,
+        )
+        floor = 0.5 / k
     if cap * k < 1.0:
         log.warning("max_weight=%s is infeasible for %d tasks with data; using the cap 1/%d", cap, k, k)
         cap = 1.0 / k

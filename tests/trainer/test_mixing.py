@@ -167,11 +167,18 @@ def test_single_task_gets_all_weight_despite_cap():
     assert decision.settings["applied_max_weight"] == pytest.approx(1.0)
 
 
-def test_infeasible_floor_is_lowered_to_uniform():
+def test_infeasible_floor_is_lowered_to_half_of_uniform():
     config = MixingConfig(min_weight=0.4, max_weight=0.6)
     decision = compute_weights(None, None, {"a": 1, "b": 1, "c": 1}, config)
-    assert decision.settings["applied_min_weight"] == pytest.approx(1.0 / 3.0)
+    assert decision.settings["applied_min_weight"] == pytest.approx(0.5 / 3.0)
     assert sum(decision.weights.values()) == pytest.approx(1.0)
+
+
+def test_default_floor_does_not_pin_twenty_tasks_to_uniform():
+    available = {f"t{i:02d}": 10 ** (i % 6) for i in range(20)}
+    weights = compute_weights(None, None, available, MixingConfig(rule="proportional")).weights
+    assert max(weights.values()) > 2 * min(weights.values())
+    assert sum(weights.values()) == pytest.approx(1.0)
 
 
 def test_no_task_with_rows_raises():
@@ -352,6 +359,6 @@ def test_weights_stay_valid_for_random_signals(
         if available.get(task, 0) == 0:
             assert weight == 0.0, task
     k = len(with_data)
-    if min_weight * k <= 1.0 <= max_weight * k:
+    if min_weight * k < 1.0 <= max_weight * k:
         for task in with_data:
             assert min_weight - 1e-12 <= weights[task] <= max_weight + 1e-12, task
