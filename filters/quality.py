@@ -145,13 +145,31 @@ class _Decision:
     quality_score: float | None
 
 
+# C0 and C1 control characters other than tab, line feed and carriage return: terminal escapes, NUL
+# bytes and bells are never meant as training text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Invisible characters: whitespace, format characters (zero-width space, BOM) and controls.
+_INVISIBLE = re.compile(r"[\s\u200b-\u200f\u2060-\u2064\ufeff\x00-\x1f\x7f-\x9f]+")
+
+
+def _is_blank(text: str) -> bool:
+    return not _INVISIBLE.sub("", text)
+
+
 def _decide(prompt: str | None, response: str | None, lang: str | None, config: QualityConfig) -> _Decision:
     prompt = prompt or ""
     response = response or ""
-    if not prompt.strip():
-        return _Decision("empty_prompt", float(len(prompt)), None, "prompt is empty or whitespace only", None)
-    if not response.strip():
-        return _Decision("empty_response", float(len(response)), None, "response is empty or whitespace only", None)
+    if _is_blank(prompt):
+        return _Decision("empty_prompt", float(len(prompt)), None, "prompt is empty or only invisible characters", None)
+    if _is_blank(response):
+        return _Decision(
+            "empty_response", float(len(response)), None, "response is empty or only invisible characters", None
+        )
+    for field, text in (("prompt", prompt), ("response", response)):
+        control = _CONTROL.search(text)
+        if control:
+            detail = f"{field} contains control character U+{ord(control.group()):04X} at offset {control.start()}"
+            return _Decision("control_characters", float(len(_CONTROL.findall(text))), 0.0, detail, None)
     if len(prompt) > config.max_prompt_chars:
         return _Decision("prompt_too_long", float(len(prompt)), float(config.max_prompt_chars), None, None)
     if len(response) < config.min_response_chars:

@@ -186,3 +186,18 @@ def test_symbol_ratio_ignores_whitespace():
 def test_config_rejects_invalid_values(field, value, fragment):
     with pytest.raises(ValueError, match=fragment):
         QualityConfig(**{field: value})
+
+
+@pytest.mark.parametrize("response", ["\x00\x00", "\u200b\u200b", "\ufeff \u200d"], ids=["nul", "zwsp", "bom_zwj"])
+def test_empty_response_only_invisible_characters(response):
+    assert only_reason("A question?", response)["reason"] == "empty_response"
+
+
+def test_control_characters_rejected():
+    row = only_reason("a\x00b\x1b[31m", "A fine answer.")
+    assert row["reason"] == "control_characters"
+    assert "U+0000" in row["detail"]
+
+
+def test_tabs_and_line_ends_are_not_control_characters():
+    assert only_reason("A question?", "col\tvalue\r\nnext line\n") is None
