@@ -74,7 +74,8 @@ def trained_model(
         max_seq_len=config.max_seq_len,
         seed=config.seed + round_key,
     )
-    report = train(model, tokenizer, examples, train_config, progress=lambda line: context.log.info(str(line)))
+    # trainer.train logs one progress line per log_every steps; dagster.yaml routes it to this run's log.
+    report = train(model, tokenizer, examples, train_config)
     path = resolve_repo_path(config.checkpoint_dir) / f"round-{round_key}"
     save_checkpoint(model, tokenizer, path)
 
