@@ -47,7 +47,7 @@ def make_sample_id(source: str, prompt: str, response: str) -> str:
 
     The id hashes the source name and the exact prompt and response text, so it does not depend
     on file order, partitioning or ``PYTHONHASHSEED``. Two identical rows of one source share an
-    id; the reader disambiguates them with ``disambiguate_ids``.
+    id, so the reader (``filters.ingest.assign_sample_ids``) appends ``#2``, ``#3`` to repeats.
     """
     digest = hashlib.blake2b(digest_size=8)
     for part in (source, prompt, response):
@@ -102,7 +102,7 @@ class ConservationError(AssertionError):
 
 @dataclass
 class StageResult:
-    """What a stage returns: kept rows, ledger rows for rejected ones, and side tables."""
+    """The output of a stage: kept rows, ledger rows for rejected ones, and side tables."""
 
     kept: pl.DataFrame
     rejected: pl.DataFrame

@@ -53,7 +53,7 @@ def errors_by_round(warehouse: Warehouse) -> pl.DataFrame:
 
 
 def weight_moves(warehouse: Warehouse) -> list[str]:
-    """One line per round r >= 1: how round r-1's highest-loss task's weight changed."""
+    """Describe, for each round r >= 1, how the weight of round r-1's highest-loss task changed."""
     if not (warehouse.table_exists("feedback") and warehouse.table_exists("mixture_weights")):
         return []
     weights = {
@@ -67,7 +67,11 @@ def weight_moves(warehouse: Warehouse) -> list[str]:
             continue
         worst, loss = losses["task"][0], losses["mean_loss"][0]
         before, after = weights[(round_key - 1, worst)], weights.get((round_key, worst), 0.0)
-        direction = "up" if after > before else "down" if after < before else "unchanged"
+        direction = "unchanged"
+        if after > before:
+            direction = "up"
+        elif after < before:
+            direction = "down"
         lines.append(
             f"round {round_key}: round {round_key - 1}'s highest-loss task was {worst} (loss {loss:.3f}); "
             f"its weight went {direction}, {before:.3f} -> {after:.3f}"

@@ -157,23 +157,19 @@ class Warehouse(ConfigurableResource):
         The ledger rows of ``stage`` (round null) are replaced, as in ``write_ledger``.
         """
         rows = _ledger_rows(rejected, round_key=None, run_id=run_id)
+        tables = {output_table: kept, **side_tables}
         with self.connect() as con:
             con.execute(LEDGER_DDL)
             con.execute("BEGIN TRANSACTION")
-            tables = {output_table: kept, **side_tables, "__ledger__": rows}
             for position, (name, frame) in enumerate(tables.items()):
                 con.register(f"incoming_{position}", frame.to_arrow())
-                if name != "__ledger__":
-                    con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM incoming_{position}')
-            ledger_view = f"incoming_{len(tables) - 1}"
-            con.execute("DELETE FROM rejection_ledger WHERE stage = ? AND round IS NULL", [stage])
-            con.execute(
-                "INSERT INTO rejection_ledger BY NAME "
-                f"SELECT * REPLACE (now()::TIMESTAMP AS recorded_at) FROM {ledger_view}"
-            )
+                con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM incoming_{position}')
+            con.register("incoming_ledger", rows.to_arrow())
+            _replace_ledger_rows(con, "incoming_ledger", stage=stage, round_key=None)
             con.execute("COMMIT")
             for position in range(len(tables)):
                 con.unregister(f"incoming_{position}")
+            con.unregister("incoming_ledger")
 
     def replace_rows(self, name: str, frame: pl.DataFrame, where: dict[str, object]) -> None:
         """Delete the rows matching ``where`` and insert ``frame`` in one transaction.
@@ -197,15 +193,17 @@ class Warehouse(ConfigurableResource):
             con.execute(LEDGER_DDL)
             con.register("incoming", rows.to_arrow())
             con.execute("BEGIN TRANSACTION")
-            con.execute(
-                "DELETE FROM rejection_ledger WHERE stage = ? AND round IS NOT DISTINCT FROM ?", [stage, round_key]
-            )
-            con.execute(
-                "INSERT INTO rejection_ledger BY NAME "
-                "SELECT * REPLACE (now()::TIMESTAMP AS recorded_at) FROM incoming"
-            )
+            _replace_ledger_rows(con, "incoming", stage=stage, round_key=round_key)
             con.execute("COMMIT")
             con.unregister("incoming")
+
+
+def _replace_ledger_rows(con, view: str, *, stage: str, round_key: int | None) -> None:
+    """Delete the ledger rows of ``stage`` and ``round_key`` and insert the rows of ``view``, inside the caller's transaction."""
+    con.execute("DELETE FROM rejection_ledger WHERE stage = ? AND round IS NOT DISTINCT FROM ?", [stage, round_key])
+    con.execute(
+        f"INSERT INTO rejection_ledger BY NAME SELECT * REPLACE (now()::TIMESTAMP AS recorded_at) FROM {view}"
+    )
 
 
 def _ledger_rows(rejected: pl.DataFrame, *, round_key: int | None, run_id: str) -> pl.DataFrame:
