@@ -1,4 +1,4 @@
-"""Stage 2: logical consistency with an NLI cross-encoder."""
+"""Stage 2: logical consistency with an NLI cross-encoder, an arithmetic check and answer consensus."""
 
 import time
 
@@ -17,6 +17,22 @@ class Stage2Settings(Config):
         default=Stage2Config.max_contradiction_prob,
         description="Samples with any checked sentence pair at or above this contradiction probability are rejected.",
     )
+    check_arithmetic: bool = Field(
+        default=Stage2Config.check_arithmetic,
+        description="Reject responses that state a false computation such as 17 + 25 = 43 (not read in code samples).",
+    )
+    check_peer_answers: bool = Field(
+        default=Stage2Config.check_peer_answers,
+        description="Reject a final answer that a clear majority of other responses to the same problem contradict.",
+    )
+    min_peer_answers: int = Field(
+        default=Stage2Config.min_peer_answers,
+        description="Other answered responses a problem needs before they can outvote a response.",
+    )
+    min_peer_majority: float = Field(
+        default=Stage2Config.min_peer_majority,
+        description="Share of those responses that must agree on a different answer, in (0, 1].",
+    )
     use_score_cache: bool = Field(
         default=True,
         description=f"Reuse NLI scores stored in the warehouse table {SCORE_CACHE_TABLE} and store new ones, "
@@ -32,14 +48,21 @@ def consistent_samples(
     nli_model: NliModel,
     sentence_embedder: SentenceEmbedder,
 ) -> MaterializeResult:
-    """Samples from stage 1 whose reasoning does not contradict itself, its final answer or the prompt's premises."""
+    """Samples from stage 1 whose reasoning does not contradict itself, its final answer, the prompt's
+    premises, the arithmetic it states, or the answer most other responses to the same problem reach."""
     samples = warehouse.read_table("basic_filtered")
     started = time.perf_counter()
     context.log.info(f"stage 2 on {samples.height} samples with NLI model {nli_model.model}")
     cache = WarehouseScoreCache(warehouse) if config.use_score_cache else None
     result = run_stage2(
         samples,
-        Stage2Config(max_contradiction_prob=config.max_contradiction_prob),
+        Stage2Config(
+            max_contradiction_prob=config.max_contradiction_prob,
+            check_arithmetic=config.check_arithmetic,
+            check_peer_answers=config.check_peer_answers,
+            min_peer_answers=config.min_peer_answers,
+            min_peer_majority=config.min_peer_majority,
+        ),
         nli_model.load(),
         sentence_embedder.load(),
         cache,

@@ -1,0 +1,127 @@
+"""Flag a response whose final answer disagrees with a clear majority of responses to the same problem.
+
+Datasets built by sampling several responses per problem (rejection sampling, multi-model
+distillation) carry their own check: when most responses to a problem reach one answer, a
+response that reaches another one most likely went wrong somewhere. This is the self-consistency
+idea of Wang et al. (2023, "Self-Consistency Improves Chain of Thought Reasoning in Language
+Models"), used here as a filter instead of a decoding strategy. It needs no reference answer and
+no model.
+
+Responses are grouped by ``group_id`` when the source sets one (the problem a sample belongs to),
+else by the normalized prompt. A response is flagged when at least ``min_peer_answers`` other
+responses in its group have an answer and at least ``min_majority`` of them agree on an answer
+that differs from its own. A response without an answer is never flagged.
+
+Answers come from the explicit markers first (``#### N``, ``\\boxed{}``, "the answer is"; exactly
+one distinct value). Free-form solutions often end with a sentence such as "Therefore, there are
+239 such strings." without a marker, so when there is none, the last number of a last paragraph
+that opens with or contains a concluding word ("therefore", "thus", "so", "hence", "answer",
+"total", and their Chinese equivalents) is taken instead. Numbers are compared exactly after
+parsing (``1,000`` equals ``1000``, ``0.5`` equals ``1/2``); other answers as normalized text.
+"""
+
+import hashlib
+import re
+from collections import Counter
+from fractions import Fraction
+
+from filters.math_check import _answer_key, extract_final_answers, normalize_math_text
+
+_CONCLUSION = re.compile(r"(?i)\b(?:therefore|thus|so|hence|answer|total|in conclusion)\b|所以|因此|答案|总共|一共")
+_NUMBER = re.compile(r"(?<![\w^_.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?(?![\w^_])")
+
+
+def final_answer_key(text: str | None) -> str | None:
+    """Return a comparable key for the response's final answer, or None when it has none."""
+    if not text:
+        return None
+    marked = {_key_text(raw) for raw in extract_final_answers(text)}
+    if len(marked) == 1:
+        return marked.pop()
+    if marked:
+        return None  # several different marked answers: no single answer to compare
+    paragraphs = [part for part in normalize_math_text(text).strip().split("\n") if part.strip()]
+    if not paragraphs or not _CONCLUSION.search(paragraphs[-1]):
+        return None
+    numbers = _NUMBER.findall(paragraphs[-1])
+    return _key_text(numbers[-1]) if numbers else None
+
+
+def _key_text(raw: str) -> str:
+    kind, value = _answer_key(raw)
+    if kind == "number":
+        value = Fraction(value)
+        return f"number:{value.numerator}/{value.denominator}"
+    return f"text:{value}"
+
+
+def group_key(group_id: str | None, prompt: str | None) -> str:
+    """Return the group a response is compared within: its group_id, else a hash of its normalized prompt."""
+    if group_id:
+        return f"group:{group_id}"
+    normalized = " ".join((prompt or "").split()).lower()
+    return "prompt:" + hashlib.blake2b(normalized.encode(), digest_size=12).hexdigest()
+
+
+def display_answer(key: str | None) -> str | None:
+    """Turn an answer key back into readable text ("number:3/2" -> "3/2", "number:5/1" -> "5")."""
+    if key is None:
+        return None
+    kind, separator, value = key.partition(":")
+    if not separator:
+        return key
+    if kind == "number" and value.endswith("/1"):
+        return value[:-2]
+    return value
+
+
+def peer_disagreements(
+    answers: list[str | None],
+    groups: list[str],
+    extra_answers: list[str | None] | None = None,
+    extra_groups: list[str] | None = None,
+    min_peer_answers: int = 5,
+    min_majority: float = 0.5,
+) -> list[dict | None]:
+    """For each response, return the disagreement evidence when a clear majority of its peers disagree.
+
+    ``answers[i]`` and ``groups[i]`` describe the checked responses. ``extra_answers`` and
+    ``extra_groups`` are more responses that only count as peers (they are not checked). Returns,
+    per checked response, None or ``{"answer", "majority_answer", "majority_share", "peers"}``.
+    """
+    if len(answers) != len(groups):
+        raise ValueError(f"answers ({len(answers)}) and groups ({len(groups)}) differ in length; pass one group per answer")
+    if min_peer_answers < 1:
+        raise ValueError(f"min_peer_answers must be at least 1, got {min_peer_answers}")
+    if not 0.0 < min_majority <= 1.0:
+        raise ValueError(f"min_majority must be in (0, 1], got {min_majority}; 0.5 means more than half agree")
+    counts: dict[str, Counter] = {}
+    for answer, group in zip([*answers, *(extra_answers or [])], [*groups, *(extra_groups or [])]):
+        if answer is not None:
+            counts.setdefault(group, Counter())[answer] += 1
+    results: list[dict | None] = []
+    for answer, group in zip(answers, groups):
+        if answer is None:
+            results.append(None)
+            continue
+        peers = counts[group].copy()
+        peers[answer] -= 1
+        total = sum(peers.values())
+        if total < min_peer_answers:
+            results.append(None)
+            continue
+        majority, support = peers.most_common(1)[0]
+        share = support / total
+        if majority != answer and share >= min_majority:
+            results.append(
+                {
+                    "answer": display_answer(answer),
+                    "majority_answer": display_answer(majority),
+                    "majority_share": round(share, 4),
+                    "peers": total,
+                }
+            )
+        else:
+            results.append(None)
+    return results
+

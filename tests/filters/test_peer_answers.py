@@ -1,0 +1,68 @@
+"""Answer consensus among responses to the same problem."""
+
+import pytest
+
+from filters.peer_answers import display_answer, final_answer_key, group_key, peer_disagreements
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("So 3 + 4 = 7.\n#### 7", "7"),
+        (r"The area is \boxed{\frac{3}{2}}.", "3/2"),
+        ("We count the cases.\nTherefore, there are 1,024 such strings.", "1024"),
+        ("计算过程如下。\n所以答案是42。", "42"),
+        ("We count the cases.\nThere are 12 cases.", None),  # no marker and no concluding word
+        ("#### 5\nThe answer is 6.", None),  # two different marked answers
+        ("Therefore, the claim holds.", None),  # concluding sentence without a number
+        ("", None),
+    ],
+)
+def test_final_answer_key(text, expected):
+    assert display_answer(final_answer_key(text)) == expected
+
+
+def test_equal_numbers_in_different_forms_share_a_key():
+    assert final_answer_key("#### 0.5") == final_answer_key(r"\boxed{1/2}")
+    assert final_answer_key("#### 1,000") == final_answer_key("Thus the total is 1000.")
+
+
+def test_group_key_prefers_group_id_and_normalizes_prompts():
+    assert group_key("P_1", "anything") == "group:P_1"
+    assert group_key(None, "What is  2+2?") == group_key(None, "what is 2+2?")
+    assert group_key(None, "What is 2+2?") != group_key(None, "What is 2+3?")
+
+
+def test_minority_answer_is_flagged_with_evidence():
+    answers = ["number:7/1"] * 5 + ["number:8/1"]
+    found = peer_disagreements(answers, ["g"] * 6)
+    assert found[:5] == [None] * 5
+    assert found[5] == {"answer": "8", "majority_answer": "7", "majority_share": 1.0, "peers": 5}
+
+
+def test_too_few_peers_or_no_clear_majority_flags_nothing():
+    assert peer_disagreements(["a", "a", "a", "b"], ["g"] * 4) == [None] * 4  # 3 peers < 5
+    split = ["a", "a", "b", "b", "c", "c", "d"]
+    assert peer_disagreements(split, ["g"] * 7) == [None] * 7  # no answer reaches half of the peers
+
+
+def test_peer_disagreements_keeps_groups_apart():
+    answers = ["a"] * 5 + ["b"] + [None] + ["b"]
+    groups = ["g1"] * 7 + ["g2"]
+    found = peer_disagreements(answers, groups)
+    assert found[5] is not None
+    assert found[6] is None  # no answer: never flagged
+    assert found[7] is None  # alone in its group
+
+
+def test_extra_peers_vote_but_are_not_checked():
+    found = peer_disagreements(["b"], ["g"], extra_answers=["a"] * 6, extra_groups=["g"] * 6)
+    assert len(found) == 1
+    assert (found[0]["majority_answer"], found[0]["peers"]) == ("a", 6)
+
+
+def test_invalid_settings_are_rejected_with_the_fix():
+    with pytest.raises(ValueError, match="min_majority"):
+        peer_disagreements(["a"], ["g"], min_majority=0)
+    with pytest.raises(ValueError, match="one group per answer"):
+        peer_disagreements(["a"], [])
