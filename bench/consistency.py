@@ -7,7 +7,12 @@ Parts:
    (``score_stage2`` and ``decide_stage2`` with the default config and the real embedder), a rule
    baseline, and random flagging at stage 2's flag rate averaged over seeds. The rule baseline
    flags a final-answer number that differs from the last ``= N`` computed in the reasoning.
-   It also reports how often stage 2's evidence pair contains the annotated wrong step.
+   Stage 2 rejects a sample for any of three checks, and each is also reported alone against
+   random flagging at its own rate: the NLI contradiction check, the false-arithmetic check,
+   and the peer-answer check. The peer check reads the final answers of champ's other 18,900
+   LLM conversations about the same problems (their labels are never read), as stage 2 would
+   when the whole dump is curated. It also reports how often stage 2's NLI evidence pair
+   contains the annotated wrong step, and the share of random runs that reach stage 2's F1.
    The solutions are split by a hash of the problem id: the ``dev`` problems (40%) were used to
    choose stage 2's pair selection and thresholds, and ``champ_*`` numbers are on the ``test``
    problems only. The same numbers for dev and for all 540 are printed for information.
@@ -78,13 +83,23 @@ def problem_split(problem_id: str) -> str:
     return "dev" if int.from_bytes(digest, "big") / 2**64 < DEV_FRACTION else "test"
 
 
-def load_champ_annotated() -> pl.DataFrame:
-    """Return champ's annotated LLM solutions as sample rows plus label columns."""
+def load_champ_annotated() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return champ's annotated LLM solutions as sample rows plus label columns, and their peers.
+
+    The peers are the other LLM conversations about the same problems (about 72 per problem), with
+    ``group_id`` set to the problem. Stage 2 reads their final answers for the answer-consensus
+    check; it neither scores nor reports them, and their labels are never read.
+    """
     source = SourceConfig(name="champ", kind="packaged", dataset="champ")
     file = package_dir("champ") / "dataset_files" / "v0.json"
     problems = json.loads(file.read_text(encoding="utf-8"))["problems"]
-    rows = []
+    rows, peers = [], []
     for problem_id in sorted(problems):
+        annotated = problems[problem_id]["fws_annotations"]
+        for key in sorted(set(problems[problem_id]["conversations"]) - set(annotated)):
+            row = _champ_llm_row(source, problems[problem_id], key, file)
+            if row is not None:
+                peers.append({"group_id": problem_id, "task": "math", "prompt": row["prompt"], "response": row["response"]})
         for key in sorted(problems[problem_id]["fws_annotations"]):
             row = _champ_llm_row(source, problems[problem_id], key, file)
             if row is None:
@@ -93,6 +108,7 @@ def load_champ_annotated() -> pl.DataFrame:
             rows.append(
                 {
                     "sample_id": hashlib.blake2b(row["item_id"].encode(), digest_size=8).hexdigest(),
+                    "meta": json.dumps({"problem_id": problem_id}),
                     "source": "champ", "origin_id": row["item_id"], "task": "math", "lang": "en",
                     "prompt": row["prompt"], "response": row["response"], "reference": row["reference"],
                     "has_mistake": bool(meta["has_mistake"]),
@@ -101,9 +117,10 @@ def load_champ_annotated() -> pl.DataFrame:
                 }
             )
     frame = pl.DataFrame(rows)
-    return frame.with_columns(
+    frame = frame.with_columns(
         [pl.lit(None, dtype=dtype).alias(name) for name, dtype in SAMPLE_SCHEMA.items() if name not in frame.columns]
     )
+    return frame, pl.DataFrame(peers)
 
 
 def flag_metrics(flags: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -117,15 +134,24 @@ def flag_metrics(flags: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1, "flag_rate": flagged / len(flags), "flagged": flagged}
 
 
-def random_baseline(labels: np.ndarray, flag_rate: float, seeds: int = RANDOM_SEEDS) -> dict[str, float]:
-    """Mean metrics of flagging round(flag_rate * n) samples chosen at random, over ``seeds`` seeds."""
+def random_baseline(
+    labels: np.ndarray, flag_rate: float, seeds: int = RANDOM_SEEDS, method_f1: float | None = None
+) -> dict[str, float]:
+    """Mean metrics of flagging round(flag_rate * n) samples chosen at random, over ``seeds`` seeds.
+
+    With ``method_f1``, also the share of seeds whose F1 reaches it (``share_reaching_method_f1``):
+    how often chance alone does as well, a one-sided permutation p-value.
+    """
     count = round(flag_rate * len(labels))
     runs = []
     for seed in range(seeds):
         flags = np.zeros(len(labels), dtype=bool)
         flags[np.random.default_rng(seed).choice(len(labels), size=count, replace=False)] = True
         runs.append(flag_metrics(flags, labels))
-    return {key: float(np.mean([run[key] for run in runs])) for key in ("precision", "recall", "f1", "flag_rate")}
+    result = {key: float(np.mean([run[key] for run in runs])) for key in ("precision", "recall", "f1", "flag_rate")}
+    if method_f1 is not None:
+        result["share_reaching_method_f1"] = float(np.mean([run["f1"] >= method_f1 - 1e-12 for run in runs]))
+    return result
 
 
 def rule_baseline_flag(response: str) -> bool:
@@ -169,11 +195,11 @@ def run_champ(nli: CrossEncoderNli, config: Stage2Config, cache_path: str | None
     With ``cache_path``, NLI scores are read from and written to the ``nli_score_cache`` table of
     that DuckDB file, the same cache the pipeline uses, so a rerun scores only new pairs.
     """
-    frame = load_champ_annotated()
+    frame, peers = load_champ_annotated()
     embedder = load_embedder()
     cache = WarehouseScoreCache(Warehouse(path=cache_path)) if cache_path else {}
     started = time.perf_counter()
-    scored = score_stage2(frame.select(list(SAMPLE_SCHEMA)), config, nli, embedder, cache)
+    scored = score_stage2(frame.select(list(SAMPLE_SCHEMA)), config, nli, embedder, cache, peers=peers)
     seconds = time.perf_counter() - started
     scored_new = cache.flush() if isinstance(cache, WarehouseScoreCache) else len(cache)
     decided = decide_stage2(scored, config)
@@ -184,12 +210,18 @@ def run_champ(nli: CrossEncoderNli, config: Stage2Config, cache_path: str | None
         pl.Series("split", frame["split"]),
         pl.col("sample_id").is_in(list(rejected)).alias("flagged"),
         pl.Series("rule_flagged", [rule_baseline_flag(text) for text in frame["response"]]),
+        (pl.col("nli_error").is_null() & (pl.col("max_contradiction_prob") >= config.max_contradiction_prob))
+        .fill_null(False)
+        .alias("nli_flagged"),
+        pl.col("arithmetic_error").is_not_null().alias("arithmetic_flagged"),
+        pl.col("peer_disagreement").is_not_null().alias("peer_flagged"),
     )
     results: dict[str, dict] = {
         "directed_pairs_scored_new": scored_new,
         "directed_pairs_from_cache": cache.hits if isinstance(cache, WarehouseScoreCache) else 0,
         "seconds": seconds,
         "not_checked": int((scored["nli_pairs_scored"] == 0).sum()),
+        "peer_responses": peers.height,
     }
     for split in ("dev", "test", "all"):
         part = scored if split == "all" else scored.filter(pl.col("split") == split)
@@ -207,8 +239,13 @@ def run_champ(nli: CrossEncoderNli, config: Stage2Config, cache_path: str | None
             "with_mistake": int(labels.sum()),
             "stage2": stage2,
             "rule_baseline": flag_metrics(part["rule_flagged"].to_numpy(), labels),
-            "random_baseline": random_baseline(labels, stage2["flag_rate"]),
+            "random_baseline": random_baseline(labels, stage2["flag_rate"], method_f1=stage2["f1"]),
         }
+        # Each check of stage 2 alone, each against random flagging at its own rate.
+        for check in ("nli", "arithmetic", "peer"):
+            alone = flag_metrics(part[f"{check}_flagged"].to_numpy(), labels)
+            alone["random_f1_at_same_rate"] = random_baseline(labels, alone["flag_rate"])["f1"]
+            results[split][f"{check}_only"] = alone
     return results
 
 
@@ -282,6 +319,13 @@ def main(argv: list[str] | None = None) -> dict:
         "rule_baseline_recall": round(test["rule_baseline"]["recall"], 4),
         "random_f1": round(test["random_baseline"]["f1"], 4),
         "random_precision": round(test["random_baseline"]["precision"], 4),
+        "random_share_reaching_champ_f1": round(test["random_baseline"]["share_reaching_method_f1"], 4),
+        **{
+            f"{check}_only_{key}": round(test[f"{check}_only"][metric], 4)
+            for check in ("nli", "arithmetic", "peer")
+            for key, metric in (("f1", "f1"), ("precision", "precision"), ("flag_rate", "flag_rate"),
+                                ("random_f1", "random_f1_at_same_rate"))
+        },
         "nli_accuracy_snli_test": round(nli_sets["snli_test"]["accuracy"], 4) if "snli_test" in nli_sets else None,
         "pairs_per_s": round(nli_sets["snli_test"]["pairs_per_s"], 1) if "snli_test" in nli_sets else None,
         "stage2_directed_pairs_per_s": (
@@ -302,7 +346,11 @@ def main(argv: list[str] | None = None) -> dict:
     for split in ("dev", "test", "all"):
         part = champ[split]
         print(f"champ {split:4s} n={part['samples']:3d} | stage2 " + _fmt(part["stage2"]) + " | rule "
-              + _fmt(part["rule_baseline"]) + " | random " + _fmt(part["random_baseline"]))
+              + _fmt(part["rule_baseline"]) + " | random " + _fmt(part["random_baseline"])
+              + f" (share of random runs reaching stage 2's F1: {part['random_baseline']['share_reaching_method_f1']:.3f})")
+        for check in ("nli", "arithmetic", "peer"):
+            alone = part[f"{check}_only"]
+            print(f"      {check:10s} alone " + _fmt(alone) + f" | random at its rate F1 {alone['random_f1_at_same_rate']:.3f}")
     for name, values in nli_sets.items():
         print(f"{name:16s} n={values['pairs']:5d} accuracy {values['accuracy']:.4f} "
               f"contradiction recall {values['contradiction_recall']:.4f} {values['pairs_per_s']:.0f} pairs/s")
