@@ -21,11 +21,18 @@ option: a SmolLM2 with its first 6 layers, or its first 3 and last 3, has a held
 nats against 1.7-3.1 for the full model. Each (seed, arm) pair runs in its own process
 (``--workers``).
 
-Arms: (a) ``multiplicative_weights`` with the default ``MixingConfig`` (the feedback rule), (b)
-``uniform``, (c) ``proportional``. Every arm starts from the same truncated base model, continues
-from its own previous round like the loop's default, and takes the same optimizer steps with the
-same batch size, learning rate and per-round seeds. The feedback arm's round 0 reads the base
-model's dev losses, and round r reads the dev losses of round r-1's model.
+Arms: (a) ``feedback``, the default ``MixingConfig`` (multiplicative weights on the held-out
+loss), (b) ``uniform``, (c) ``proportional``, and optional candidate feedback settings
+(``--candidate name:key=value,...``). Every arm starts from the same truncated base model,
+continues from its own previous round like the loop's default, and takes the same optimizer steps
+with the same batch size, learning rate and per-round seeds. A feedback arm's round 0 reads the
+base model's dev losses, and round r reads the dev losses of round r-1's model.
+
+Candidates are judged on dev only: every arm is also evaluated on the dev items each round, the
+acceptance test (worst-task loss below both static arms in every seed, mean loss within the
+seed-to-seed spread of uniform) is applied to the dev losses, and the passing feedback arm with
+the smallest mean-loss gap is chosen, the default when there is a tie or none passes. Test losses
+of every arm are printed, and the headline numbers are those of the chosen arm.
 
 Prints per-round weights and per-task test loss for each arm and seed, the final worst-task and
 mean test loss with their ratios, and as its last line one JSON object, also written to
@@ -58,7 +65,8 @@ from trainer.mixing import MixingConfig, compute_weights  # noqa: E402
 from trainer.models import PACKAGED_SMOLLM2, load_causal_lm  # noqa: E402
 from trainer.train import TrainConfig, peak_rss_mb, train  # noqa: E402
 
-ARMS = ("multiplicative_weights", "uniform", "proportional")
+STATIC_ARMS = ("uniform", "proportional")
+DEFAULT_ARM = "feedback"
 RESULT_PATH = REPO_ROOT / "bench" / "results" / "mixing.json"
 
 
@@ -81,7 +89,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-per-task", type=int, default=12, help="Test items per task (reported).")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
     parser.add_argument("--output", default=str(RESULT_PATH), help="Where the JSON summary is written.")
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="Another feedback arm with MixingConfig overrides, e.g. cap07:max_weight=0.7; chosen on dev only.",
+    )
     return parser.parse_args(argv)
+
+
+def parse_candidates(specs: list[str]) -> dict[str, dict]:
+    """Turn ``name:key=value,...`` strings into MixingConfig overrides, checked by building the config."""
+    candidates = {}
+    for spec in specs:
+        name, _, body = spec.partition(":")
+        if not name or name in (DEFAULT_ARM, *STATIC_ARMS) or name in candidates:
+            raise SystemExit(f"--candidate {spec!r}: use a new arm name before ':', e.g. cap07:max_weight=0.7")
+        overrides = {}
+        for item in filter(None, body.split(",")):
+            key, _, value = item.partition("=")
+            if key not in MixingConfig.__dataclass_fields__ or key in ("rule", "seed"):
+                raise SystemExit(f"--candidate {spec!r}: {key!r} is not a MixingConfig setting of a feedback rule")
+            overrides[key] = value if key == "signal" else float(value)
+        try:
+            MixingConfig(**overrides)
+        except ValueError as error:
+            raise SystemExit(f"--candidate {spec!r}: {error}") from error
+        candidates[name] = overrides
+    return candidates
+
+
+def arm_config(arm: str, overrides: dict, seed: int) -> MixingConfig:
+    if arm in STATIC_ARMS:
+        return MixingConfig(rule=arm, seed=seed)
+    return MixingConfig(seed=seed, **overrides)
 
 
 def load_pool(warehouse_path: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -141,13 +183,14 @@ def losses_by_task(stats: pl.DataFrame) -> dict[str, float]:
     return {row["task"]: float(row["mean_loss"]) for row in stats.iter_rows(named=True) if row["mean_loss"] is not None}
 
 
-def run_arm(rule, base_model, tokenizer, pool, dev, test, base_dev, seed, args) -> list[dict]:
+def run_arm(arm, overrides, base_model, tokenizer, pool, dev, test, base_dev, seed, args) -> list[dict]:
     """Train one arm for ``args.rounds`` rounds and return one record per round."""
     model = base_model
     available = {task: int(n) for task, n in pool.group_by("task").len().iter_rows()}
-    config = MixingConfig(rule=rule, seed=seed)
+    config = arm_config(arm, overrides, seed)
+    is_feedback = arm not in STATIC_ARMS
     eval_config = EvalConfig(batch_size=8, max_seq_len=args.max_seq_len, max_generate_per_task=0, max_new_tokens=1)
-    previous, feedback = None, task_signals(base_dev) if rule == "multiplicative_weights" else None
+    previous, feedback = None, task_signals(base_dev) if is_feedback else None
     records = []
     for round_index in range(args.rounds):
         round_seed = seed * 1000 + round_index
@@ -166,20 +209,22 @@ def run_arm(rule, base_model, tokenizer, pool, dev, test, base_dev, seed, args) 
         )
         report = train(model, tokenizer, examples, train_config)
         test_loss = losses_by_task(evaluate(model, tokenizer, test, eval_config))
-        if rule == "multiplicative_weights":
-            feedback = task_signals(evaluate(model, tokenizer, dev, eval_config))
+        dev_stats = evaluate(model, tokenizer, dev, eval_config)
+        if is_feedback:
+            feedback = task_signals(dev_stats)
         previous = decision.weights
         records.append(
             {
                 "round": round_index,
                 "weights": {task: round(weight, 4) for task, weight in decision.weights.items()},
                 "test_loss": test_loss,
+                "dev_loss": losses_by_task(dev_stats),
                 "train_seconds": round(report.seconds, 1),
                 "sequences_per_second": round(report.examples_seen / max(report.seconds, 1e-9), 3),
             }
         )
         print(
-            f"  seed {seed} {rule:22s} round {round_index} | weights {records[-1]['weights']} | "
+            f"  seed {seed} {arm:14s} round {round_index} | weights {records[-1]['weights']} | "
             f"test loss {_fmt(test_loss)} | train {report.seconds:.0f} s ({records[-1]['sequences_per_second']} seq/s)",
             flush=True,
         )
@@ -193,41 +238,65 @@ def load_base_model(train_layers: int):
     return model, tokenizer, trainable
 
 
-def run_arm_job(seed, rule, pool, dev, test, base_dev, args) -> list[dict]:
+def run_arm_job(seed, arm, overrides, pool, dev, test, base_dev, args) -> list[dict]:
     """Load the base model and run one arm for one seed; the entry point of a worker process."""
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     base_model, tokenizer, _ = load_base_model(args.train_layers)
-    return run_arm(rule, base_model, tokenizer, pool, dev, test, base_dev, seed, args)
+    return run_arm(arm, overrides, base_model, tokenizer, pool, dev, test, base_dev, seed, args)
 
 
 def _fmt(losses: dict[str, float]) -> str:
     return "{" + ", ".join(f"{task}: {loss:.4f}" for task, loss in sorted(losses.items())) + "}"
 
 
-def summarize(results: dict[int, dict[str, list[dict]]]) -> dict:
-    """Compute final worst-task and mean test loss per seed and arm, their ratios and the seed spread."""
+def summarize(results: dict[int, dict[str, list[dict]]], arm: str, key: str = "test_loss") -> dict:
+    """Final worst-task and mean loss of feedback ``arm`` against the static arms, per seed, on ``key``.
+
+    The seed-to-seed spread is the range over seeds of an arm's final mean loss, the larger of
+    ``arm`` and uniform.
+    """
+    arms = (arm, *STATIC_ARMS)
     per_seed = {}
-    for seed, arms in results.items():
-        final = {rule: arms[rule][-1]["test_loss"] for rule in ARMS}
-        worst = {rule: max(final[rule].values()) for rule in ARMS}
-        mean = {rule: sum(final[rule].values()) / len(final[rule]) for rule in ARMS}
+    for seed, by_arm in results.items():
+        final = {name: by_arm[name][-1][key] for name in arms}
+        worst = {name: max(final[name].values()) for name in arms}
+        mean = {name: sum(final[name].values()) / len(final[name]) for name in arms}
         per_seed[seed] = {
             "worst_loss": worst,
             "mean_loss": mean,
-            "worst_task": {rule: max(final[rule], key=final[rule].get) for rule in ARMS},
-            "worst_loss_ratio_vs_uniform": worst["multiplicative_weights"] / worst["uniform"],
-            "worst_loss_ratio_vs_proportional": worst["multiplicative_weights"] / worst["proportional"],
-            "mean_loss_ratio_vs_uniform": mean["multiplicative_weights"] / mean["uniform"],
-            "mean_loss_diff_vs_uniform": mean["multiplicative_weights"] - mean["uniform"],
+            "worst_task": {name: max(final[name], key=final[name].get) for name in arms},
+            "worst_loss_ratio_vs_uniform": worst[arm] / worst["uniform"],
+            "worst_loss_ratio_vs_proportional": worst[arm] / worst["proportional"],
+            "mean_loss_ratio_vs_uniform": mean[arm] / mean["uniform"],
+            "mean_loss_diff_vs_uniform": mean[arm] - mean["uniform"],
         }
-    # Seed-to-seed spread: the range over seeds of an arm's final mean test loss, the larger of the
-    # feedback arm and the uniform arm.
     spread = max(
-        max(s["mean_loss"][rule] for s in per_seed.values()) - min(s["mean_loss"][rule] for s in per_seed.values())
-        for rule in ("multiplicative_weights", "uniform")
+        max(s["mean_loss"][name] for s in per_seed.values()) - min(s["mean_loss"][name] for s in per_seed.values())
+        for name in (arm, "uniform")
     )
-    return {"per_seed": per_seed, "mean_loss_spread": spread}
+    rows = per_seed.values()
+    return {
+        "per_seed": per_seed,
+        "mean_loss_spread": spread,
+        "worst_loss_beats_both_static_arms": all(
+            r["worst_loss"][arm] < min(r["worst_loss"]["uniform"], r["worst_loss"]["proportional"]) for r in rows
+        ),
+        "mean_loss_within_spread": all(r["mean_loss_diff_vs_uniform"] <= spread for r in rows),
+        "max_mean_loss_diff_vs_uniform": max(r["mean_loss_diff_vs_uniform"] for r in rows),
+    }
+
+
+def choose_on_dev(results: dict[int, dict[str, list[dict]]], feedback_arms: list[str]) -> tuple[str, dict]:
+    """Apply the acceptance test to dev losses and pick a feedback arm; never reads test losses."""
+    judged = {arm: summarize(results, arm, "dev_loss") for arm in feedback_arms}
+
+    def rank(arm: str) -> tuple:
+        summary = judged[arm]
+        passes = summary["worst_loss_beats_both_static_arms"] and summary["mean_loss_within_spread"]
+        return (not passes, summary["max_mean_loss_diff_vs_uniform"], arm != DEFAULT_ARM)
+
+    return min(feedback_arms, key=rank), judged
 
 
 def code_version() -> str:
@@ -265,8 +334,12 @@ def main(argv: list[str] | None = None) -> dict:
     del base_model
     print(f"base model test loss {_fmt(base_test)}; {trainable / 1e6:.1f}M trainable parameters", flush=True)
 
-    workers = args.workers or len(args.seeds) * len(ARMS)
-    jobs = [(seed, rule, pool, dev, test, base_dev, args) for seed in args.seeds for rule in ARMS]
+    candidates = {DEFAULT_ARM: {}, **parse_candidates(args.candidate)}
+    arms = [*candidates, *STATIC_ARMS]
+    workers = args.workers or len(args.seeds) * len(arms)
+    jobs = [
+        (seed, arm, candidates.get(arm, {}), pool, dev, test, base_dev, args) for seed in args.seeds for arm in arms
+    ]
     if workers > 1:
         # spawn, not fork: a forked child of a process that already ran torch and the Rust tokenizer
         # can hang in their thread pools. Each worker loads the model from the local cache.
@@ -275,48 +348,66 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         finished = [run_arm_job(*job) for job in jobs]
     results: dict[int, dict[str, list[dict]]] = {seed: {} for seed in args.seeds}
-    for (seed, rule, *_), records in zip(jobs, finished):
-        results[seed][rule] = records
+    for (seed, arm, *_), records in zip(jobs, finished):
+        results[seed][arm] = records
 
-    summary = summarize(results)
+    chosen, judged = choose_on_dev(results, list(candidates))
+    print("\nfeedback arms judged on dev losses (worst < both static arms in every seed; max mean gap vs uniform; spread):")
+    for arm, dev_summary in judged.items():
+        print(
+            f"  {arm:14s} {candidates[arm] or 'default MixingConfig'}: worst beats both "
+            f"{dev_summary['worst_loss_beats_both_static_arms']}, mean gap {dev_summary['max_mean_loss_diff_vs_uniform']:+.4f}, "
+            f"spread {dev_summary['mean_loss_spread']:.4f}, within {dev_summary['mean_loss_within_spread']}"
+        )
+    print(f"chosen on dev: {chosen}")
+
+    by_arm = {arm: summarize(results, arm) for arm in candidates}
     print("\nfinal test loss per seed (worst task, mean over tasks):")
-    for seed, row in summary["per_seed"].items():
-        print(
-            f"  seed {seed}: "
-            + " | ".join(
-                f"{rule} worst {row['worst_loss'][rule]:.4f} ({row['worst_task'][rule]}) mean {row['mean_loss'][rule]:.4f}"
-                for rule in ARMS
+    for arm, summary in by_arm.items():
+        print(f" feedback arm {arm}{' (chosen on dev)' if arm == chosen else ''}:")
+        for seed, row in summary["per_seed"].items():
+            print(
+                f"  seed {seed}: "
+                + " | ".join(
+                    f"{name} worst {row['worst_loss'][name]:.4f} ({row['worst_task'][name]}) mean {row['mean_loss'][name]:.4f}"
+                    for name in (arm, *STATIC_ARMS)
+                )
             )
-        )
+            print(
+                f"          {arm}/uniform worst {row['worst_loss_ratio_vs_uniform']:.4f}, "
+                f"{arm}/proportional worst {row['worst_loss_ratio_vs_proportional']:.4f}, "
+                f"{arm}/uniform mean {row['mean_loss_ratio_vs_uniform']:.4f} "
+                f"(diff {row['mean_loss_diff_vs_uniform']:+.4f})"
+            )
         print(
-            f"          feedback/uniform worst {row['worst_loss_ratio_vs_uniform']:.4f}, "
-            f"feedback/proportional worst {row['worst_loss_ratio_vs_proportional']:.4f}, "
-            f"feedback/uniform mean {row['mean_loss_ratio_vs_uniform']:.4f} "
-            f"(diff {row['mean_loss_diff_vs_uniform']:+.4f})"
+            f"  seed-to-seed spread of the final mean loss: {summary['mean_loss_spread']:.4f}; "
+            f"worst < both static arms in every seed: {summary['worst_loss_beats_both_static_arms']}; "
+            f"mean within the spread of uniform in every seed: {summary['mean_loss_within_spread']}"
         )
-    per_seed = summary["per_seed"].values()
-    worst_beats_both = all(
-        r["worst_loss"]["multiplicative_weights"] < min(r["worst_loss"]["uniform"], r["worst_loss"]["proportional"])
-        for r in per_seed
-    )
-    mean_within_spread = all(r["mean_loss_diff_vs_uniform"] <= summary["mean_loss_spread"] for r in per_seed)
-    print(
-        f"seed-to-seed spread of the final mean loss: {summary['mean_loss_spread']:.4f}; "
-        f"feedback worst < both static arms in every seed: {worst_beats_both}; "
-        f"feedback mean within the spread of uniform in every seed: {mean_within_spread}"
-    )
 
+    summary = by_arm[chosen]
+    per_seed = summary["per_seed"].values()
     result = {
         "seeds": list(args.seeds),
         "rounds": args.rounds,
         "worst_loss_ratio_vs_uniform": max(r["worst_loss_ratio_vs_uniform"] for r in per_seed),
         "worst_loss_ratio_vs_proportional": max(r["worst_loss_ratio_vs_proportional"] for r in per_seed),
         "mean_loss_ratio_vs_uniform": max(r["mean_loss_ratio_vs_uniform"] for r in per_seed),
-        "mean_loss_diff_vs_uniform": max(r["mean_loss_diff_vs_uniform"] for r in per_seed),
+        "mean_loss_diff_vs_uniform": summary["max_mean_loss_diff_vs_uniform"],
         "mean_loss_spread": summary["mean_loss_spread"],
-        "worst_loss_beats_both_static_arms": worst_beats_both,
-        "mean_loss_within_spread": mean_within_spread,
-        "feedback_rule": {k: v for k, v in MixingConfig().__dict__.items() if k != "seed"},
+        "worst_loss_beats_both_static_arms": summary["worst_loss_beats_both_static_arms"],
+        "mean_loss_within_spread": summary["mean_loss_within_spread"],
+        "chosen_arm": chosen,
+        "feedback_rule": {
+            k: v for k, v in MixingConfig(**candidates[chosen]).__dict__.items() if k != "seed"
+        },
+        "candidates": candidates,
+        "dev_judgement": {
+            arm: {k: v for k, v in dev_summary.items() if k != "per_seed"} for arm, dev_summary in judged.items()
+        },
+        "test_by_arm": {
+            arm: {k: v for k, v in arm_summary.items() if k != "per_seed"} for arm, arm_summary in by_arm.items()
+        },
         "model": PACKAGED_SMOLLM2,
         "train_layers": args.train_layers,
         "steps_per_round": args.steps,
