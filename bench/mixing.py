@@ -122,7 +122,8 @@ def parse_candidates(specs: list[str]) -> dict[str, dict]:
 
 def arm_config(arm: str, overrides: dict, seed: int) -> MixingConfig:
     if arm in STATIC_ARMS:
-        return MixingConfig(rule=arm, seed=seed)
+        # Unclipped, so the baselines are exactly uniform and proportional whatever the default bounds.
+        return MixingConfig(rule=arm, seed=seed, min_weight=0.0, max_weight=1.0)
     return MixingConfig(seed=seed, **overrides)
 
 
