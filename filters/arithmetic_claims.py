@@ -14,14 +14,27 @@ when anything around it could change its meaning:
 - the left side is a bare number after other text (``half of 10 = 5``, ``3乘以4=12``), or a side
   is next to an operator word such as "times", "of", "mod" or "remainder";
 - the chain contains ``==``, ``<=``, ``>=``, ``!=`` or an ellipsis, or its line mentions a
-  modulus or congruence (``5^5 = 5 * 3^2 (mod 11)``);
+  modulus, congruence, number base or clock (``5^5 = 5 * 3^2 (mod 11)``, ``1 + 1 = 10 in binary``,
+  ``11 + 2 = 1 pm``), or a word that marks the claim as hedged or refuted ("if", "wrong", "not");
+- a chain is followed by a question mark, or a side touches a time or a decimal comma
+  (``10:30 + 2 = 12:30``, ``2,5 * 4 = 10``), a compact range or id (``pages 10-20 = 11``,
+  ``555-1234``, ``2024/1/1``), a mixed number (``2\\frac{1}{2}``) or an implicit product after a
+  division (``6/2(1+2)``), whose reading is disputed;
 - a side does not parse, or its value is past the evaluator's limits.
 
-A claimed decimal may be rounded or truncated to its own number of decimals (``1/3 = 0.33``).
-Fenced code blocks are not read. Full-width digits and signs are normalized first, and CJK
-characters count as word boundaries, so Chinese text is checked like English.
+A claimed decimal may be rounded or truncated to its own number of decimals (``1/3 = 0.33``). A
+claimed integer may be the floor, ceiling or rounding of a fraction (``25 / 4 = 6`` buses). Every
+decimal operand may itself be rounded by half a unit in its last digit (``0.33 + 0.33 = 0.67``,
+``6.02 * 10^23 * 2 = 1.20 * 10^24``). A chain that opens a line is read both with and
+without a leading list label (``(2)5*6 = 30``, ``3.4+4=8`` for item 3, ``- 2 + 2 = 4``), and a
+chain with ``1.000``-style numbers both with dots as decimal points and as thousands separators;
+it is reported only when every reading is false.
+Fenced code blocks are not read. Full-width digits and signs are normalized first, superscript
+digits become exponents (``10³``), and CJK characters count as word boundaries, so Chinese text
+is checked like English.
 """
 
+import ast
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,15 +52,40 @@ _WORD_AFTER = re.compile(r"^\s*\(?\s*\\?([A-Za-z]+)")
 _CJK = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
 _OPERATOR_WORDS = frozenset(
     "times of plus minus by over into multiplied divided squared cubed power choose mod modulo pmod bmod "
-    "remainder percent per rem base".split()
+    "remainder percent per rem base x".split()
 )
 _REWRITES = (
     ("\\left", ""), ("\\right", ""), ("\\times", "*"), ("\\cdot", "*"), ("\\div", "/"), ("×", "*"), ("·", "*"),
     ("÷", "/"), ("\\,", " "), ("\\;", " "), ("\\!", ""), ("\\ ", " "), ("$", ""), ("\\(", ""), ("\\)", ""),
     ("\\[", ""), ("\\]", ""),
 )
-_MODULAR = re.compile(r"(?i)≡|\\equiv|\\[pb]?mod\b|\bmod(?:ulo)?\b|\bcongruent\b|\bremainder\b")
+_MODULAR = re.compile(
+    r"(?i)≡|\\equiv|\\[pb]?mod\b|\bmod(?:ulo)?\b|\bcongruent\b|\bremainder\b"
+    r"|\bbase\b|\bbinary\b|\boctal\b|\bhex(?:adecimal)?\b|\bZ_|\\mathbb\s*\{?Z|ℤ|\bGF\s*\("
+    r"|\bclock\b|o'clock|\d\s*[ap]\.?m\b|\bXOR\b|\bboolean\b"
+)
+# A false chain on a line with one of these words is quoted, supposed or refuted, not claimed.
+_HEDGED = re.compile(
+    r"(?i)\b(?:if|suppose[sd]?|assume[sd]?|wrong|incorrect|false|mistakes?|errors?|not|isn't|claim(?:s|ed)?"
+    r"|wait|oops|typo|instead|wrote|writes|says?|said)\b|n't\b|[≠✗✘❌✕✖]"
+)
+# "10:30", "2,5": a colon or a comma between digits joins them into a time or a decimal.
+_JOINED_DIGITS = re.compile(r"\d[:,]$")
+# Ranges and ids ("10-20", "555-1234", "978-3-16", "2024/1/1") read as arithmetic only by accident.
+_COMPACT_RANGE = re.compile(r"(?<![\d.])(\d+)-(\d+)(?![\d.])")
+_COMPACT_ID = re.compile(r"\d[-/]\d+[-/]\d")
+# "6/2(1+2)": whether the implicit product binds tighter than the division is disputed.
+_PRODUCT_AFTER_DIVISION = re.compile(r"/\s*(?:[\d.]+|\([^()]*\))\s*\(")
+# A list label at the start of a line: "(2)", "3.", "3)", "- ", "* ".
+_LIST_LABEL = re.compile(r"^(?:\(\d+\)\s*|\d+[.)]\s*|[-+*]\s+)(?=\d)")
+_DECIMAL = re.compile(r"\d+\.\d+")
+_DOTTED_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{3})+(?![\d.])")
+_SUPERSCRIPT = re.compile(r"[⁺⁻]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+_SUPERSCRIPT_DIGITS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻", "0123456789+-")
+_SUBSCRIPT = re.compile(r"[₀-₉]+")
 MAX_CHAIN_CHARS = 200
+# Chains checked per text. Real solutions contain far fewer, and the cap bounds the time on hostile input.
+MAX_CHAINS_CHECKED = 2000
 
 
 @dataclass(frozen=True)
@@ -70,6 +108,8 @@ class ArithmeticClaim:
 def _rewrite_latex(text: str) -> str:
     for old, new in _REWRITES:
         text = text.replace(old, new)
+    # "2\frac{1}{2}" is a mixed number or a product; renaming the command keeps it unread.
+    text = re.sub(r"(?<=\d)\s*\\[dt]?frac", r"\\mixedfrac", text)
     for _ in range(3):  # nested fractions, innermost first
         rewritten = _LATEX_FRACTION.sub(r"((\1)/(\2))", text)
         rewritten = _BRACED_EXPONENT.sub(r"^(\1)", rewritten)
@@ -84,13 +124,96 @@ def _is_boundary(char: str) -> bool:
     return not char or char.isspace() or char in ",;:" or bool(_CJK.match(char))
 
 
-def _value(side: str) -> Fraction | None:
+def _rewrite_superscripts(text: str) -> str:
+    """Write superscript digits as exponents and subscripts as ``_`` indices, before NFKC flattens both.
+
+    NFKC turns ``10³`` into ``103`` and ``10₂`` into ``102``, which would read as other numbers.
+    """
+    text = _SUPERSCRIPT.sub(lambda match: "^(" + match.group(0).translate(_SUPERSCRIPT_DIGITS) + ")", text)
+    return _SUBSCRIPT.sub(lambda match: "_" + match.group(0), text)
+
+
+def _is_disputed(side: str) -> bool:
+    """Tell whether a side reads as arithmetic only by accident or under a disputed convention."""
+    if _COMPACT_ID.search(side) or _PRODUCT_AFTER_DIVISION.search(side):
+        return True
+    # "pages 10-20", "ages 5-10": a compact difference below zero is a range.
+    return any(int(low) < int(high) for low, high in _COMPACT_RANGE.findall(side))
+
+
+def _with_products(side: str) -> str:
     # Implicit products: "2(3 + 4)", "(1/2)(2^10 - 1)", "(3)4".
     side = re.sub(r"(?<=[\d)])\s*\(", "*(", side)
-    side = re.sub(r"\)\s*(?=\d)", ")*", side)
+    return re.sub(r"\)\s*(?=\d)", ")*", side)
+
+
+def _value(side: str) -> Fraction | None:
+    if _is_disputed(side):
+        return None
     try:
-        return evaluate_arithmetic(side)
+        return evaluate_arithmetic(_with_products(side))
     except (UnsupportedExpression, ZeroDivisionError, ValueError, OverflowError, RecursionError):
+        return None
+
+
+def _interval(node: ast.AST, decimals: dict[str, tuple[Fraction, Fraction]]) -> tuple[Fraction, Fraction]:
+    """Bound an expression whose decimal operands (names in ``decimals``) may be rounded."""
+    if isinstance(node, ast.Expression):
+        return _interval(node.body, decimals)
+    if isinstance(node, ast.Name):
+        return decimals[node.id]
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return Fraction(node.value), Fraction(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        low, high = _interval(node.operand, decimals)
+        return (-high, -low) if isinstance(node.op, ast.USub) else (low, high)
+    if isinstance(node, ast.BinOp):
+        low, high = _interval(node.left, decimals)
+        right_low, right_high = _interval(node.right, decimals)
+        if isinstance(node.op, ast.Add):
+            return low + right_low, high + right_high
+        if isinstance(node.op, ast.Sub):
+            return low - right_high, high - right_low
+        if isinstance(node.op, ast.Div):
+            if right_low <= 0 <= right_high:
+                raise ZeroDivisionError("divisor interval contains 0")
+            right_low, right_high = 1 / right_high, 1 / right_low
+        elif isinstance(node.op, ast.Pow):
+            # The exact evaluation already succeeded, so the exponent is a small integer.
+            if right_low != right_high or right_low.denominator != 1 or right_low < 0:
+                raise UnsupportedExpression("exponent is not a fixed non-negative integer")
+            exponent = int(right_low)
+            ends = (low**exponent, high**exponent)
+            if low < 0 < high and exponent % 2 == 0:
+                return Fraction(0), max(ends)
+            return min(ends), max(ends)
+        elif not isinstance(node.op, ast.Mult):
+            raise UnsupportedExpression(f"operator {type(node.op).__name__} is not bounded")
+        products = (low * right_low, low * right_high, high * right_low, high * right_high)
+        return min(products), max(products)
+    raise UnsupportedExpression(f"{type(node).__name__} is not bounded")
+
+
+def _rounded_range(side: str) -> tuple[Fraction, Fraction] | None:
+    """Return the range of a side when each decimal operand is off by up to half a unit in its last digit.
+
+    ``0.33 + 0.33`` covers 0.65 to 0.67, so ``0.33 + 0.33 = 0.67`` (rounded thirds) is not false.
+    """
+    decimals: dict[str, tuple[Fraction, Fraction]] = {}
+
+    def name_decimal(match: re.Match) -> str:
+        value = Fraction(match.group(0))
+        half_unit = Fraction(1, 2 * 10 ** len(match.group(0).split(".")[1]))
+        name = f"d{len(decimals)}"
+        decimals[name] = (value - half_unit, value + half_unit)
+        return name
+
+    expression = _DECIMAL.sub(name_decimal, _with_products(side)).replace("^", "**")
+    if not decimals:
+        return None
+    try:
+        return _interval(ast.parse(expression, mode="eval"), decimals)
+    except (SyntaxError, KeyError, UnsupportedExpression, ZeroDivisionError, ValueError, OverflowError, RecursionError):
         return None
 
 
@@ -101,20 +224,30 @@ def _has_operator(side: str) -> bool:
 def _close(left: Fraction, right: Fraction, left_text: str, right_text: str) -> bool:
     if left == right:
         return True
-    # A bare decimal may be shown rounded or truncated to its own number of decimals.
-    for bare in (right_text, left_text):
-        if re.fullmatch(r"-?\d+\.\d+", bare):
+    for bare, other in ((right_text, left), (left_text, right)):
+        # A bare decimal may be shown rounded or truncated to its own number of decimals.
+        if re.fullmatch(r"-?\d*\.\d+", bare):
             decimals = len(bare.split(".")[1])
-            return abs(left - right) < Fraction(1, 10**decimals)
-    return False
+            if abs(left - right) < Fraction(1, 10**decimals):
+                return True
+            # "0.30000000000000004": a float's repr, exact only in binary floating point.
+            if len(bare.replace("-", "").replace(".", "").lstrip("0")) >= 15:
+                return True
+        # "25 / 4 = 6" buses, "1000 * 1.05^10 = 1629": a bare integer may be a floor, ceiling or rounding.
+        if re.fullmatch(r"-?\d+", bare) and other.denominator != 1 and abs(left - right) < 1:
+            return True
+    left_range = _rounded_range(left_text) or (left, left)
+    right_range = _rounded_range(right_text) or (right, right)
+    # Strict: "0.1 + 0.2 = 0.4" only touches the range's edge.
+    return left_range[0] < right_range[1] and right_range[0] < left_range[1]
 
 
 def _left_side_ok(text: str, start: int, side: str) -> bool:
     """Tell whether the first side of a chain is a whole expression, judged from the text before it."""
     preceding = text[:start].rstrip()
     before = text[start - 1] if start else ""
-    if not _is_boundary(before):
-        return False  # P(1) = 2, a_4 = 7, 3:2 = 1.5
+    if not _is_boundary(before) or _JOINED_DIGITS.search(text[:start]):
+        return False  # P(1) = 2, a_4 = 7, 3:2 = 1.5, 10:30 + 2, 2,5 * 4
     word = _WORD_BEFORE.search(preceding)
     if word and word.group(1).lower() in _OPERATOR_WORDS:
         return False
@@ -133,8 +266,8 @@ def _right_side_ok(text: str, end: int, side: str) -> bool:
     after = text[end] if end < len(text) else ""
     if after == "." and end + 1 < len(text) and not _is_boundary(text[end + 1]):
         return False
-    if not (_is_boundary(after) or after in ".?"):
-        return False  # 12x, 5!, 2\sqrt{3}, 50%
+    if not (_is_boundary(after) or after == ".") or re.match(r"[:,]\d", text[end : end + 2]):
+        return False  # 12x, 5!, 2\sqrt{3}, 50%, = 12:30, = 7,5, and "2 + 2 = 5?" is a question, not a claim
     word = _WORD_AFTER.search(text[end:])
     if word and word.group(1).lower() in _OPERATOR_WORDS:
         return False
@@ -155,15 +288,40 @@ def _check_chain(text: str, start: int, end: int) -> ArithmeticClaim | None:
     if usable[-1]:
         usable[-1] = _right_side_ok(text, start + len(chain), sides[-1])
     values = [_value(side) if ok else None for side, ok in zip(sides, usable)]
+    readings = [[side] for side in sides]
+    # At the start of a line, the first side is also read without a list label: "(2)5*6" and
+    # "3.4+4" (item 3) unless another decimal shows that "3.4" is a number.
+    label = _LIST_LABEL.match(sides[0])
+    if label and usable[0] and not text[:start].strip():
+        unlabeled = sides[0][label.end() :].strip()
+        if not ("." in label.group(0) and _DECIMAL.search(chain[label.end() :])):
+            readings[0] = [reading for reading in (sides[0], unlabeled) if _value(reading) is not None]
+            values[0] = _value(readings[0][0]) if readings[0] else None
     for index in range(len(sides) - 1):
-        left, right = values[index], values[index + 1]
-        if left is None or right is None:
+        if values[index] is None or values[index + 1] is None:
             continue
-        if not (_has_operator(sides[index]) or _has_operator(sides[index + 1])):
-            continue  # "3 = 3" restates a number; nothing was computed
-        if not _close(left, right, sides[index], sides[index + 1]):
-            return ArithmeticClaim(chain, sides[index], sides[index + 1], left, right)
+        if all(_is_false_pair(left, sides[index + 1], values[index + 1]) for left in readings[index]):
+            left = readings[index][0]
+            return ArithmeticClaim(chain, left, sides[index + 1], _value(left), values[index + 1])
     return None
+
+
+def _is_false_pair(left_text: str, right_text: str, right: Fraction | None) -> bool:
+    """Tell whether ``left_text = right_text`` is a computation that is false in every reading of its numbers."""
+    left = _value(left_text) if left_text != "" else None
+    if left is None or right is None:
+        return False
+    if not (_has_operator(left_text) or _has_operator(right_text)):
+        return False  # "3 = 3" restates a number; nothing was computed
+    if _close(left, right, left_text, right_text):
+        return False
+    # "1.000 + 500 = 1.500": the dots may separate thousands, as in German or Indonesian.
+    if _DOTTED_THOUSANDS.search(left_text) or _DOTTED_THOUSANDS.search(right_text):
+        left_text, right_text = (_DOTTED_THOUSANDS.sub(lambda m: m.group(0).replace(".", ""), side) for side in (left_text, right_text))
+        left, right = _value(left_text), _value(right_text)
+        if left is None or right is None or _close(left, right, left_text, right_text):
+            return False
+    return True
 
 
 def find_false_arithmetic(text: str | None) -> list[ArithmeticClaim]:
@@ -171,10 +329,17 @@ def find_false_arithmetic(text: str | None) -> list[ArithmeticClaim]:
     if not text:
         return []
     claims = []
-    for line in _rewrite_latex(normalize_math_text(strip_code_blocks(text))).splitlines():
-        if "=" not in line or _MODULAR.search(line):
-            continue  # "5^5 = 5 * 3^2 (mod 11)": equalities that hold only modulo something
+    chains_checked = 0
+    text = _rewrite_latex(normalize_math_text(_rewrite_superscripts(strip_code_blocks(text))))
+    for line in text.splitlines():
+        if "=" not in line or _MODULAR.search(line) or _HEDGED.search(line):
+            continue  # "5^5 = 5 * 3^2 (mod 11)", "if 2 + 2 = 5": not a claim about plain arithmetic
         for match in _RUN.finditer(line):
+            if "=" not in match.group(0):
+                continue
+            chains_checked += 1
+            if chains_checked > MAX_CHAINS_CHECKED:
+                return claims
             claim = _check_chain(line, match.start(), match.end())
             if claim is not None:
                 claims.append(claim)

@@ -10,14 +10,20 @@ no model.
 Responses are grouped by ``group_id`` when the source sets one (the problem a sample belongs to),
 else by the normalized prompt. A response is flagged when at least ``min_peer_answers`` other
 responses in its group have an answer and at least ``min_majority`` of them agree on an answer
-that differs from its own. A response without an answer is never flagged.
+that differs from its own, and that answer has more votes than its own (counting itself), so a
+tied group flags nobody. Only numeric answers are flagged or outvote others: text answers
+(``\\sqrt{2}`` against ``\\sqrt2``, ``2\\pi`` against ``6.28``) have too many equal spellings,
+and a number 100 times another (``50%`` against ``0.5``) counts as the same answer. A response
+without an answer is never flagged.
 
 Answers come from the explicit markers first (``#### N``, ``\\boxed{}``, "the answer is"; exactly
 one distinct value). Free-form solutions often end with a sentence such as "Therefore, there are
 239 such strings." without a marker, so when there is none, the last number of a last paragraph
 that opens with or contains a concluding word ("therefore", "thus", "so", "hence", "answer",
-"total", and their Chinese equivalents) is taken instead. Numbers are compared exactly after
-parsing (``1,000`` equals ``1000``, ``0.5`` equals ``1/2``); other answers as normalized text.
+"total", and their Chinese equivalents) is taken instead, when it is the paragraph's only number
+("so she has 12 left, 3 fewer than 15" has no answer). Numbers are compared exactly after
+parsing (``1,000`` equals ``1000``, ``0.5`` equals ``1/2``, ``x = 5`` equals ``5``); other answers,
+and numbers whose reading is disputed (``3:30``, ``1 000``, ``1 1/2``, ``1.000``), as normalized text.
 """
 
 import hashlib
@@ -25,16 +31,28 @@ import re
 from collections import Counter
 from fractions import Fraction
 
-from filters.math_check import _answer_key, extract_final_answers, normalize_math_text
+from filters.math_check import _answer_key, extract_final_answers, normalize_answer_text, normalize_math_text
 
 _CONCLUSION = re.compile(r"(?i)\b(?:therefore|thus|so|hence|answer|total|in conclusion)\b|所以|因此|答案|总共|一共")
 _NUMBER = re.compile(r"(?<![\w^_.])-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?(?![\w^_])")
+# "3:30", "1 000", "1 1/2", "1.000": parse_number would read only a part or pick one of two readings.
+_DISPUTED_NUMBER = re.compile(r"\d\s*:\s*\d|\d\s+\d|(?<![\d.])\d{1,3}(?:\.\d{3})+(?![\d.])")
+_VARIABLE_PREFIX = re.compile(r"^\s*[A-Za-z]\s*=\s*(?=[^=]+$)")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
+# Counting answer markers is linear; finding them (extract_final_answers) is quadratic in their number.
+_MARKER_HINT = re.compile(r"(?i)\\boxed|\\fbox|####|answer|答案|答え")
+MAX_ANSWER_MARKERS = 200
 
 
 def final_answer_key(text: str | None) -> str | None:
     """Return a comparable key for the response's final answer, or None when it has none."""
     if not text:
         return None
+    markers = 0
+    for _ in _MARKER_HINT.finditer(text):
+        markers += 1
+        if markers > MAX_ANSWER_MARKERS:
+            return None  # a degenerate, repeating response; no single answer to compare
     marked = {_key_text(raw) for raw in extract_final_answers(text)}
     if len(marked) == 1:
         return marked.pop()
@@ -43,12 +61,20 @@ def final_answer_key(text: str | None) -> str | None:
     paragraphs = [part for part in normalize_math_text(text).strip().split("\n") if part.strip()]
     if not paragraphs or not _CONCLUSION.search(paragraphs[-1]):
         return None
-    numbers = _NUMBER.findall(paragraphs[-1])
-    return _key_text(numbers[-1]) if numbers else None
+    if _DISPUTED_NUMBER.search(paragraphs[-1]):
+        return None
+    numbers = {_key_text(number) for number in _NUMBER.findall(paragraphs[-1])}
+    return numbers.pop() if len(numbers) == 1 else None
 
 
 def _key_text(raw: str) -> str:
+    raw = _DEGREES.sub("", _VARIABLE_PREFIX.sub("", raw))
+    if _DISPUTED_NUMBER.search(normalize_math_text(raw)):
+        return f"text:{normalize_answer_text(raw)}"
     kind, value = _answer_key(raw)
+    choice = re.fullmatch(r"\(?([a-e])\)?", str(value)) if kind == "text" else None
+    if choice:
+        return f"choice:{choice.group(1)}"  # "(B)", "\\textbf{(B)}" and "B" name one option
     if kind == "number":
         value = Fraction(value)
         return f"number:{value.numerator}/{value.denominator}"
@@ -73,6 +99,16 @@ def display_answer(key: str | None) -> str | None:
     if kind == "number" and value.endswith("/1"):
         return value[:-2]
     return value
+
+
+def _same_answer(answer: str, majority: str) -> bool:
+    """Tell whether two answer keys may name the same answer, so that neither outvotes the other."""
+    if answer == majority or answer.startswith("text:") or majority.startswith("text:"):
+        return True
+    if answer.startswith("number:") and majority.startswith("number:"):
+        left, right = Fraction(answer[len("number:") :]), Fraction(majority[len("number:") :])
+        return left == 100 * right or right == 100 * left  # "50%" and "0.5"
+    return False
 
 
 def peer_disagreements(
@@ -112,7 +148,8 @@ def peer_disagreements(
             continue
         majority, support = peers.most_common(1)[0]
         share = support / total
-        if majority != answer and share >= min_majority:
+        own_votes = peers[answer] + 1
+        if share >= min_majority and support > own_votes and not _same_answer(answer, majority):
             results.append(
                 {
                     "answer": display_answer(answer),

@@ -15,6 +15,12 @@ from filters.peer_answers import display_answer, final_answer_key, group_key, pe
         ("We count the cases.\nThere are 12 cases.", None),  # no marker and no concluding word
         ("#### 5\nThe answer is 6.", None),  # two different marked answers
         ("Therefore, the claim holds.", None),  # concluding sentence without a number
+        ("Hmm.\nSo she has 12 apples left, which is 3 fewer than 15.", None),  # several numbers
+        ("Hmm.\nTherefore, there are 1 000 strings.", None),  # "1 000" may be 1 or 1000
+        ("#### 3:30", "3:30"),  # a time, not the number 3
+        (r"\boxed{x = 5}", "5"),
+        (r"\boxed{90^\circ}", "90"),
+        (r"\boxed{\textbf{(B)}}", "b"),
         ("", None),
     ],
 )
@@ -66,3 +72,35 @@ def test_invalid_settings_are_rejected_with_the_fix():
         peer_disagreements(["a"], ["g"], min_majority=0)
     with pytest.raises(ValueError, match="one group per answer"):
         peer_disagreements(["a"], [])
+
+
+def test_tied_group_flags_nobody():
+    answers = ["number:1/1"] * 3 + ["number:2/1"] * 3
+    assert peer_disagreements(answers, ["g"] * 6) == [None] * 6
+
+
+@pytest.mark.parametrize(
+    "minority",
+    [r"\boxed{\dfrac12}", "The answer is 50%.", r"\boxed{6.28}", "#### 1 1/2", "The answer is 1.000 euros.", "#### 2,5"],
+)
+def test_other_spelling_of_majority_is_not_flagged(minority):
+    majority = {
+        r"\boxed{\dfrac12}": "#### 0.5",
+        "The answer is 50%.": "#### 0.5",
+        r"\boxed{6.28}": r"\boxed{2\pi}",
+        "#### 1 1/2": "#### 1.5",
+        "The answer is 1.000 euros.": "#### 1000",
+        "#### 2,5": "#### 2.5",
+    }[minority]
+    answers = [final_answer_key(majority)] * 5 + [final_answer_key(minority)]
+    assert peer_disagreements(answers, ["g"] * 6)[-1] is None
+
+
+def test_choice_letters_are_compared():
+    answers = [final_answer_key(r"\boxed{B}")] * 5 + [final_answer_key("The answer is (C).")]
+    assert peer_disagreements(answers, ["g"] * 6)[-1]["majority_answer"] == "b"
+
+
+def test_many_answer_markers_give_no_answer_quickly():
+    assert final_answer_key("The answer is 5. " * 100_000) is None
+    assert final_answer_key("\\boxed{" * 100_000 + "1" + "}" * 100_000) is None
