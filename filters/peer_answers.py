@@ -130,7 +130,7 @@ def peer_disagreements(
     if min_peer_answers < 1:
         raise ValueError(f"min_peer_answers must be at least 1, got {min_peer_answers}")
     if not 0.0 < min_majority <= 1.0:
-        raise ValueError(f"min_majority must be in (0, 1], got {min_majority}; 0.5 means more than half agree")
+        raise ValueError(f"min_majority must be in (0, 1], got {min_majority}; 0.5 means at least half of the peers agree")
     counts: dict[str, Counter] = {}
     for answer, group in zip([*answers, *(extra_answers or [])], [*groups, *(extra_groups or [])]):
         if answer is not None:
