@@ -65,6 +65,11 @@ _MODULAR = re.compile(
     r"|\bclock\b|o'clock|\d\s*[ap]\.?m\b|\bXOR\b|\bboolean\b"
 )
 # A false chain on a line with one of these words is quoted, supposed or refuted, not claimed.
+# The start of a line that takes back the line before it.
+_RETRACTION = re.compile(
+    r"(?i)\s*(?:[-*>]\s*)?(?:wait|oops|hmm|actually|correction|no,|sorry|let me (?:re|double)|that(?:'s| is) (?:wrong|not))"
+    r"|\s*(?:不对|等等|更正)"
+)
 _HEDGED = re.compile(
     r"(?i)\b(?:if|suppose[sd]?|assume[sd]?|wrong|incorrect|false|mistakes?|errors?|not|isn't|claim(?:s|ed)?"
     r"|wait|oops|typo|instead|wrote|writes|says?|said)\b|n't\b|[≠✗✘❌✕✖]"
@@ -331,9 +336,15 @@ def find_false_arithmetic(text: str | None) -> list[ArithmeticClaim]:
     claims = []
     chains_checked = 0
     text = _rewrite_latex(normalize_math_text(_rewrite_superscripts(strip_code_blocks(text))))
-    for line in text.splitlines():
+    lines = text.splitlines()
+    following = [""] * len(lines)  # the next non-empty line after each line
+    for index in range(len(lines) - 2, -1, -1):
+        following[index] = lines[index + 1] if lines[index + 1].strip() else following[index + 1]
+    for line, next_line in zip(lines, following):
         if "=" not in line or _MODULAR.search(line) or _HEDGED.search(line):
             continue  # "5^5 = 5 * 3^2 (mod 11)", "if 2 + 2 = 5": not a claim about plain arithmetic
+        if _RETRACTION.match(next_line):
+            continue  # "17 + 25 = 43.\nWait, 17 + 25 = 42.": the text takes the claim back itself
         for match in _RUN.finditer(line):
             if "=" not in match.group(0):
                 continue

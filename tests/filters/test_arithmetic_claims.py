@@ -133,3 +133,19 @@ def test_hostile_input_returns_quickly():
         started = time.perf_counter()
         find_false_arithmetic(text)
         assert time.perf_counter() - started < 5.0, text[:40]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "17 + 25 = 43.\nWait, 17 + 25 = 42.",
+        "17 + 25 = 43.\n\nActually, that is 42.",
+        "所以3×4=13。\n不对，3×4=12。",
+    ],
+)
+def test_claim_taken_back_on_the_next_line_is_not_flagged(text):
+    assert find_false_arithmetic(text) == []
+
+
+def test_claim_followed_by_an_unrelated_line_is_flagged():
+    assert len(find_false_arithmetic("17 + 25 = 43.\nWe carry on with the next step.")) == 1
