@@ -23,7 +23,8 @@ class Stage2Settings(Config):
     )
     check_peer_answers: bool = Field(
         default=Stage2Config.check_peer_answers,
-        description="Reject a final answer that a clear majority of other responses to the same problem contradict.",
+        description="Reject a math answer when at least min_peer_majority of the other answered responses to the "
+        "same problem agree on a different one.",
     )
     min_peer_answers: int = Field(
         default=Stage2Config.min_peer_answers,

@@ -13,13 +13,13 @@ Parts:
    LLM conversations about the same problems (their labels are never read), as stage 2 would
    when the whole dump is curated. It also reports how often stage 2's NLI evidence pair
    contains the annotated wrong step, and the share of random runs that reach stage 2's F1.
-   The solutions are split by a hash of the problem id: the ``dev`` problems (40%) were used to
-   choose stage 2's pair selection and thresholds, and ``champ_*`` numbers are on the ``test``
+   The solutions are split by a hash of the problem id with a 0.4 cut (90 of 270 problems): the
+   ``dev`` problems were used to choose stage 2's pair selection and thresholds, and ``champ_*`` numbers are on the ``test``
    problems only. The same numbers for dev and for all 540 are printed for information.
 2. The NLI model alone on the public NLI test sets: accuracy and contradiction recall
    (argmax over the three classes), and pairs per second on SNLI test.
 
-Run from the repository root (about 5-10 minutes on 2 CPU cores)::
+Run from the repository root (about 12 minutes on 2 CPU cores at load 4-9, 30 or more when busier)::
 
     .venv/bin/python bench/consistency.py
 

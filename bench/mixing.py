@@ -9,8 +9,8 @@ Data: the training pool is the ``selected_samples`` table and the evaluation ite
 ``outputs/warehouse.duckdb``, written by ``curation_job`` or ``make demo`` from the packaged real
 data). Both tables are read once at the start. Each task's evaluation items are ordered by the
 sha256 of their ``item_id`` and split into a dev part, which only the feedback rule reads, and a
-disjoint test part, which is the only part reported. No setting of this script was chosen by
-looking at test losses.
+disjoint test part, which is the only part reported. The settings of this script were fixed
+before any run; the default mixing cap was chosen among candidates on dev losses (see Arms).
 
 Model: the full SmolLM2-135M-Instruct from the packaged GGUF file (all 30 layers), but only its
 top ``--train-layers`` decoder layers and the final norm are trained (default 8). The tied
@@ -23,16 +23,17 @@ nats against 1.7-3.1 for the full model. Each (seed, arm) pair runs in its own p
 
 Arms: (a) ``feedback``, the default ``MixingConfig`` (multiplicative weights on the held-out
 loss), (b) ``uniform``, (c) ``proportional``, and optional candidate feedback settings
-(``--candidate name:key=value,...``). Every arm starts from the same truncated base model,
+(``--candidate name:key=value,...``). Every arm starts from the same partly frozen base model,
 continues from its own previous round like the loop's default, and takes the same optimizer steps
 with the same batch size, learning rate and per-round seeds. A feedback arm's round 0 reads the
 base model's dev losses, and round r reads the dev losses of round r-1's model.
 
 Candidates are judged on dev only: every arm is also evaluated on the dev items each round, the
 acceptance test (worst-task loss below both static arms in every seed, mean loss within the
-seed-to-seed spread of uniform) is applied to the dev losses, and the passing feedback arm with
-the smallest mean-loss gap is chosen, the default when there is a tie or none passes. Test losses
-of every arm are printed, and the headline numbers are those of the chosen arm.
+seed-to-seed spread of uniform) is applied to the dev losses. The chosen arm is the one with the
+smallest mean-loss gap to uniform among the arms that pass, or among all feedback arms when none
+passes. The default wins a tie. Test losses of every arm are printed, and the headline numbers are those
+of the chosen arm.
 
 Prints per-round weights and per-task test loss for each arm and seed, the final worst-task and
 mean test loss with their ratios, and as its last line one JSON object, also written to

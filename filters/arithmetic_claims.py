@@ -13,13 +13,15 @@ when anything around it could change its meaning:
   command (``P(1) = 2``, ``a_4 = 7``, ``5! = 120``, ``2\\sqrt{3} = ...``);
 - the left side is a bare number after other text (``half of 10 = 5``, ``3乘以4=12``), or a side
   is next to an operator word such as "times", "of", "mod" or "remainder";
-- the chain contains ``==``, ``<=``, ``>=``, ``!=`` or an ellipsis, or its line mentions a
+- the chain contains ``==`` or an ellipsis (after ``<=``, ``>=`` or ``!=`` only the part past the
+  operator is read as a chain), or its line mentions a
   modulus, congruence, number base or clock (``5^5 = 5 * 3^2 (mod 11)``, ``1 + 1 = 10 in binary``,
   ``11 + 2 = 1 pm``), or a word that marks the claim as hedged or refuted ("if", "wrong", "not");
 - a chain is followed by a question mark, or a side touches a time or a decimal comma
   (``10:30 + 2 = 12:30``, ``2,5 * 4 = 10``), a compact range or id (``pages 10-20 = 11``,
   ``555-1234``, ``2024/1/1``), a mixed number (``2\\frac{1}{2}``) or an implicit product after a
   division (``6/2(1+2)``), whose reading is disputed;
+- the next non-empty line takes the claim back ("Wait, ...", "Actually, ...", "不对", ...);
 - a side does not parse, or its value is past the evaluator's limits.
 
 A claimed decimal may be rounded or truncated to its own number of decimals (``1/3 = 0.33``). A

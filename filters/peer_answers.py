@@ -1,4 +1,4 @@
-"""Flag a response whose final answer disagrees with a clear majority of responses to the same problem.
+"""Flag a response whose final answer disagrees with most other responses to the same problem.
 
 Datasets built by sampling several responses per problem (rejection sampling, multi-model
 distillation) carry their own check: when most responses to a problem reach one answer, a
@@ -11,7 +11,8 @@ Responses are grouped by ``group_id`` when the source sets one (the problem a sa
 else by the normalized prompt. A response is flagged when at least ``min_peer_answers`` other
 responses in its group have an answer and at least ``min_majority`` of them agree on an answer
 that differs from its own, and that answer has more votes than its own (counting itself), so a
-tied group flags nobody. Only numeric answers are flagged or outvote others: text answers
+tied group flags nobody. Only numeric and choice-letter answers are flagged or outvote others,
+and only answers of the same kind (a letter may name the number): text answers
 (``\\sqrt{2}`` against ``\\sqrt2``, ``2\\pi`` against ``6.28``) have too many equal spellings,
 and a number 100 times another (``50%`` against ``0.5``) counts as the same answer. A response
 without an answer is never flagged.
@@ -101,10 +102,17 @@ def display_answer(key: str | None) -> str | None:
     return value
 
 
+def _kind(key: str) -> str:
+    kind, separator, _ = key.partition(":")
+    return kind if separator else ""
+
+
 def _same_answer(answer: str, majority: str) -> bool:
     """Tell whether two answer keys may name the same answer, so that neither outvotes the other."""
     if answer == majority or answer.startswith("text:") or majority.startswith("text:"):
         return True
+    if _kind(answer) != _kind(majority):
+        return True  # a choice letter and a number: option (B) may be the number 5
     if answer.startswith("number:") and majority.startswith("number:"):
         left, right = Fraction(answer[len("number:") :]), Fraction(majority[len("number:") :])
         return left == 100 * right or right == 100 * left  # "50%" and "0.5"
@@ -119,7 +127,7 @@ def peer_disagreements(
     min_peer_answers: int = 5,
     min_majority: float = 0.5,
 ) -> list[dict | None]:
-    """For each response, return the disagreement evidence when a clear majority of its peers disagree.
+    """For each response, return the disagreement evidence when most of its peers agree on another answer.
 
     ``answers[i]`` and ``groups[i]`` describe the checked responses. ``extra_answers`` and
     ``extra_groups`` are more responses that only count as peers (they are not checked). Returns,

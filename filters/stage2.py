@@ -1,4 +1,4 @@
-"""Stage 2: reject samples whose text contradicts itself.
+"""Stage 2: reject samples whose reasoning contradicts itself, its arithmetic or its peers.
 
 Three checks, each with its own reason in the ledger:
 
@@ -6,8 +6,9 @@ Three checks, each with its own reason in the ledger:
 - ``false_arithmetic``: the response states a computation whose sides differ, such as
   ``17 + 25 = 43`` (``filters.arithmetic_claims``; code samples are not read). NLI cannot read
   arithmetic, and an exact evaluator can;
-- ``peer_disagreement``: a clear majority of other responses to the same math problem reach a
-  different final answer (``filters.peer_answers``). Problems are told apart by ``group_id`` or
+- ``peer_disagreement``: at least ``min_peer_majority`` of the other answered responses to the
+  same math problem agree on a different final answer, with more votes than the response's own
+  (``filters.peer_answers``). Problems are told apart by ``group_id`` or
   ``problem_id`` in ``meta``, else by the prompt, so this check only fires in datasets with several
   responses per problem.
 
@@ -38,11 +39,14 @@ Nothing is truncated. A sentence too long for the model window is cut into overl
 that are scored separately, and the sample is then reported ``unchecked_truncated`` unless a pair
 already crossed the threshold. So is a sample that had more related pairs than
 ``max_pairs_per_sample``. A sample with no scorable pair, or outside ``languages``, is kept as
-``not_checked`` and is never reported ``consistent``. The offline model is English only (38%
+``not_checked`` (unless the arithmetic or peer check rejects it; those read every language) and
+is never reported ``consistent``. The offline model is English only (38%
 accuracy on Chinese XNLI), so ``languages`` defaults to ``("en",)``.
 
-``score_stage2`` writes the score columns and ``decide_stage2`` applies the thresholds, so
-changing a threshold never re-runs the model.
+``score_stage2`` writes the score columns and ``decide_stage2`` applies the NLI threshold and the
+two switches, so changing them never re-runs the model. ``min_peer_answers`` and
+``min_peer_majority`` apply while scoring; changing them needs ``score_stage2`` again, which reads
+NLI scores from the cache.
 """
 
 import logging
@@ -93,7 +97,7 @@ SCORE_EXTRA = ("arithmetic_error", "peer_disagreement")
 
 @dataclass(frozen=True)
 class Stage2Config:
-    """Settings of the NLI consistency stage.
+    """Settings of the consistency stage: the NLI check, the arithmetic check and the peer-answer check.
 
     ``max_contradiction_prob`` defaults to 0.6, measured with the offline nli-minilm-l6 checkpoint
     and the min-of-both-directions pair score. The weakest true contradiction among the project's
@@ -101,7 +105,7 @@ class Stage2Config:
     non-contradicting controls score at most 0.14. On SNLI test, single-direction P(C) >= 0.5
     gives contradiction precision 0.85 and recall 0.82 (model card).
 
-    ``min_pair_cosine`` (0.55) and the threshold were chosen on a dev split (40% of problems) of
+    ``min_pair_cosine`` (0.55) and the threshold were chosen on a dev split (90 of 270 problems) of
     champ-dataset's 540 solutions with a human-marked first wrong step: there, 94% of the flagged
     solutions had a wrong step, against a base rate of 79%. Recalibrate both for another
     checkpoint or domain.
@@ -128,7 +132,7 @@ class Stage2Config:
     batch_size: int = 64  # directed pairs per model call
     samples_per_chunk: int = 256  # samples whose pairs are embedded and scored together
     check_arithmetic: bool = True  # reject a response that states a false computation (2 + 3 = 6)
-    check_peer_answers: bool = True  # reject an answer that a clear majority of same-problem responses contradict
+    check_peer_answers: bool = True  # reject a math answer that most other answers to the same problem contradict
     min_peer_answers: int = 5  # other answered responses a group needs before peers can outvote a response
     min_peer_majority: float = 0.5  # share of those peers that must agree on a different answer, in (0, 1]
 
@@ -354,7 +358,7 @@ def _arithmetic_errors(samples: pl.DataFrame, config: Stage2Config) -> list[str 
 
 
 def _group_ids(frame: pl.DataFrame) -> list[str | None]:
-    """A ``group_id`` column, else ``group_id`` or ``problem_id`` from the ``meta`` JSON, else None."""
+    """Return the ``group_id`` column, else ``group_id`` or ``problem_id`` from the ``meta`` JSON, else None."""
     if "group_id" in frame.columns:
         return frame["group_id"].cast(pl.String).to_list()
     if "meta" not in frame.columns or frame.schema["meta"] != pl.String:
@@ -506,8 +510,10 @@ def run_stage2(
 
     Kept rows gain ``nli_status`` ("consistent", "not_checked" or "unchecked_truncated") and the
     score columns of ``score_stage2`` except ``nli_error``. Rejected rows get reason
-    ``contradiction`` (score: max P(contradiction), threshold: ``max_contradiction_prob``, detail:
-    JSON evidence pair) or ``error_<ExceptionName>``.
+    ``false_arithmetic`` (detail: the false claim), ``contradiction`` (score: max P(contradiction),
+    threshold: ``max_contradiction_prob``, detail: JSON evidence pair), ``peer_disagreement``
+    (score: the majority's share, threshold: ``min_peer_majority``, detail: JSON answers) or
+    ``error_<ExceptionName>``. ``peers`` are more responses that only vote in the peer check.
     """
     scored = score_stage2(samples, config, nli, embedder, cache, peers)
     return decide_stage2(scored, config)

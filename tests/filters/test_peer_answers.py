@@ -104,3 +104,8 @@ def test_choice_letters_are_compared():
 def test_many_answer_markers_give_no_answer_quickly():
     assert final_answer_key("The answer is 5. " * 100_000) is None
     assert final_answer_key("\\boxed{" * 100_000 + "1" + "}" * 100_000) is None
+
+
+def test_choice_letter_and_number_do_not_outvote_each_other():
+    found = peer_disagreements(["choice:b"], ["g"], extra_answers=["number:5/1"] * 6, extra_groups=["g"] * 6)
+    assert found == [None]
