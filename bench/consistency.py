@@ -87,7 +87,7 @@ def load_champ_annotated() -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return champ's annotated LLM solutions as sample rows plus label columns, and their peers.
 
     The peers are the other LLM conversations about the same problems (about 72 per problem), with
-    ``group_id`` set to the problem. Stage 2 reads their final answers for the answer-consensus
+    ``answer_group`` set to the problem. Stage 2 reads their final answers for the answer-consensus
     check; it neither scores nor reports them, and their labels are never read.
     """
     source = SourceConfig(name="champ", kind="packaged", dataset="champ")
@@ -99,7 +99,7 @@ def load_champ_annotated() -> tuple[pl.DataFrame, pl.DataFrame]:
         for key in sorted(set(problems[problem_id]["conversations"]) - set(annotated)):
             row = _champ_llm_row(source, problems[problem_id], key, file)
             if row is not None:
-                peers.append({"group_id": problem_id, "task": "math", "prompt": row["prompt"], "response": row["response"]})
+                peers.append({"answer_group": problem_id, "task": "math", "prompt": row["prompt"], "response": row["response"]})
         for key in sorted(problems[problem_id]["fws_annotations"]):
             row = _champ_llm_row(source, problems[problem_id], key, file)
             if row is None:
@@ -108,7 +108,7 @@ def load_champ_annotated() -> tuple[pl.DataFrame, pl.DataFrame]:
             rows.append(
                 {
                     "sample_id": hashlib.blake2b(row["item_id"].encode(), digest_size=8).hexdigest(),
-                    "meta": json.dumps({"problem_id": problem_id}),
+                    "meta": json.dumps({"answer_group": problem_id}),
                     "source": "champ", "origin_id": row["item_id"], "task": "math", "lang": "en",
                     "prompt": row["prompt"], "response": row["response"], "reference": row["reference"],
                     "has_mistake": bool(meta["has_mistake"]),

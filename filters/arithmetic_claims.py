@@ -275,6 +275,8 @@ def _right_side_ok(text: str, end: int, side: str) -> bool:
         return False
     if not (_is_boundary(after) or after == ".") or re.match(r"[:,]\d", text[end : end + 2]):
         return False  # 12x, 5!, 2\sqrt{3}, 50%, = 12:30, = 7,5, and "2 + 2 = 5?" is a question, not a claim
+    if re.match(r"\s*[%‰°]", text[end:]):
+        return False  # "3/6 = 50 %": a percent written with a space, as French and German style guides ask
     word = _WORD_AFTER.search(text[end:])
     if word and word.group(1).lower() in _OPERATOR_WORDS:
         return False

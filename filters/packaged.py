@@ -207,7 +207,7 @@ def _champ_problem_row(source: "SourceConfig", problem: dict[str, Any], file: Pa
         prompt=problem["_text"],
         response=f"{steps}\n\nFinal answer: {problem['_answer']}",
         reference=problem["_answer"],
-        meta={"category": problem["category"], "solution_kind": "reference"},
+        meta={"category": problem["category"], "solution_kind": "reference", "answer_group": problem["identifier"]},
     )
 
 
@@ -235,6 +235,9 @@ def _champ_llm_row(
         "truncated": messages[solution]["error"] == "LENGTH_CURRENT",
         "summary": messages[-1]["text"],
         "annotated": key in problem["fws_annotations"],
+        # Every conversation answers the same problem, whatever its prompt setting (hints, few-shot):
+        # stage 2's peer-answer check compares their final answers.
+        "answer_group": problem["identifier"],
     }
     annotation = problem["fws_annotations"].get(key)
     if annotation is not None:

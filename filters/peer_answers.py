@@ -7,8 +7,9 @@ idea of Wang et al. (2023, "Self-Consistency Improves Chain of Thought Reasoning
 Models"), used here as a filter instead of a decoding strategy. It needs no reference answer and
 no model.
 
-Responses are grouped by ``group_id`` when the source sets one (the problem a sample belongs to),
-else by the normalized prompt. A response is flagged when at least ``min_peer_answers`` other
+Responses are grouped by an explicit group id when the caller has one (stage 2 reads
+``answer_group`` from ``meta``: responses known to answer the same question), else by the
+normalized prompt. A response is flagged when at least ``min_peer_answers`` other
 responses in its group have an answer and at least ``min_majority`` of them agree on an answer
 that differs from its own, and that answer has more votes than its own (counting itself), so a
 tied group flags nobody. Only numeric and choice-letter answers are flagged or outvote others,

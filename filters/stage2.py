@@ -7,10 +7,11 @@ Three checks, each with its own reason in the ledger:
   ``17 + 25 = 43`` (``filters.arithmetic_claims``; code samples are not read). NLI cannot read
   arithmetic, and an exact evaluator can;
 - ``peer_disagreement``: at least ``min_peer_majority`` of the other answered responses to the
-  same math problem agree on a different final answer, with more votes than the response's own
-  (``filters.peer_answers``). Problems are told apart by ``group_id`` or
-  ``problem_id`` in ``meta``, else by the prompt, so this check only fires in datasets with several
-  responses per problem.
+  same math question agree on a different final answer, with more votes than the response's own
+  (``filters.peer_answers``). Responses answer the same question when their prompts are equal
+  after whitespace and case folding, or when ``meta`` gives them the same ``answer_group``. A
+  shared ``problem_id`` is not enough: GSM-Symbolic variants of one template share it but have
+  different numbers. So this check only fires in datasets with several responses per question.
 
 The last two need no model and can be switched off (``check_arithmetic``, ``check_peer_answers``).
 
@@ -358,15 +359,13 @@ def _arithmetic_errors(samples: pl.DataFrame, config: Stage2Config) -> list[str 
 
 
 def _group_ids(frame: pl.DataFrame) -> list[str | None]:
-    """Return the ``group_id`` column, else ``group_id`` or ``problem_id`` from the ``meta`` JSON, else None."""
-    if "group_id" in frame.columns:
-        return frame["group_id"].cast(pl.String).to_list()
+    """Return the ``answer_group`` column, else ``answer_group`` from the ``meta`` JSON, else None."""
+    if "answer_group" in frame.columns:
+        return frame["answer_group"].cast(pl.String).to_list()
     if "meta" not in frame.columns or frame.schema["meta"] != pl.String:
         return [None] * frame.height
     meta = pl.col("meta").fill_null("{}")
-    return frame.select(
-        pl.coalesce(meta.str.json_path_match("$.group_id"), meta.str.json_path_match("$.problem_id"))
-    ).to_series().to_list()
+    return frame.select(meta.str.json_path_match("$.answer_group")).to_series().to_list()
 
 
 def _answers_and_groups(frame: pl.DataFrame) -> tuple[list[str | None], list[str]]:
@@ -403,7 +402,7 @@ def score_stage2(
 
     ``cache`` maps ``pair_cache_key`` values to P(contradiction), so a rerun scores only new pairs.
     A cache with a ``prefetch(keys)`` method gets each chunk's keys in one call before scoring.
-    ``peers`` holds more responses (columns ``response`` and ``group_id`` or ``prompt``) that
+    ``peers`` holds more responses (columns ``response``, ``task`` and ``answer_group`` or ``prompt``) that
     count as peers in the answer-consensus check but are not themselves checked or returned.
     """
     started = time.perf_counter()

@@ -149,3 +149,8 @@ def test_claim_taken_back_on_the_next_line_is_not_flagged(text):
 
 def test_claim_followed_by_an_unrelated_line_is_flagged():
     assert len(find_false_arithmetic("17 + 25 = 43.\nWe carry on with the next step.")) == 1
+
+
+@pytest.mark.parametrize("text", ["3/6 = 50 %.", "1/4 = 25 ‰", "90 + 90 = 180 °"])
+def test_percent_after_a_space_is_not_read_as_a_plain_number(text):
+    assert find_false_arithmetic(text) == []

@@ -98,3 +98,22 @@ def test_chat_replies_to_one_prompt_are_not_outvoted():
     samples = make_rows(rows)
     result = run_stage2(samples, Stage2Config(), WordScorer(default=0.0), None)
     assert result.rejected.height == 0
+
+
+def with_meta(samples: pl.DataFrame, meta: list[dict]) -> pl.DataFrame:
+    return samples.with_columns(pl.Series("meta", [json.dumps(m) for m in meta], dtype=pl.String))
+
+
+def test_shared_problem_id_with_different_prompts_is_not_one_question():
+    """GSM-Symbolic variants of one template share a problem_id but not their numbers."""
+    rows = [(f"v{i}", "#### 42", f"p{i}", "math") for i in range(5)] + [("odd", "#### 41", "p9", "math")]
+    samples = with_meta(make_rows(rows), [{"problem_id": "template-7"}] * 6)
+    result = run_stage2(samples, Stage2Config(), WordScorer(default=0.0), None)
+    assert result.rejected.height == 0
+
+
+def test_answer_group_in_meta_joins_different_prompts():
+    rows = [(f"v{i}", "#### 42", f"p{i}", "math") for i in range(5)] + [("odd", "#### 41", "p9", "math")]
+    samples = with_meta(make_rows(rows), [{"answer_group": "P_1"}] * 6)
+    result = run_stage2(samples, Stage2Config(), WordScorer(default=0.0), None)
+    assert reasons(result, samples) == {"odd": ("peer_disagreement", "peer_answers")}
