@@ -36,6 +36,10 @@ alarms. A sample is rejected with reason ``contradiction`` when any pair
 scores at least ``max_contradiction_prob``. Entailment is never consulted, so it cannot cancel a
 contradiction.
 
+A pair of statements with the same subject that differ only by an everyday antonym ("locked" and
+"open") scores 1.0 whatever the model says (``filters.antonyms``, ``check_antonyms``), because
+small NLI models score such swaps as entailment; its evidence names the two words.
+
 Nothing is truncated. A sentence too long for the model window is cut into overlapping windows
 that are scored separately, and the sample is then reported ``unchecked_truncated`` unless a pair
 already crossed the threshold. So is a sample that had more related pairs than
@@ -66,6 +70,7 @@ from filters.nli_pairs import (
     rank_candidates,
     word_overlap,
 )
+from filters.antonyms import antonym_contradiction
 from filters.arithmetic_claims import find_false_arithmetic
 from filters.embed import Embedder
 from filters.lang import detect_lang
@@ -132,6 +137,7 @@ class Stage2Config:
     window_overlap_ratio: float = 0.25  # overlap of the windows a long sentence is cut into, in [0, 0.9]
     batch_size: int = 64  # directed pairs per model call
     samples_per_chunk: int = 256  # samples whose pairs are embedded and scored together
+    check_antonyms: bool = True  # score a pair 1.0 when it differs only by an antonym (filters.antonyms)
     check_arithmetic: bool = True  # reject a response that states a false computation (2 + 3 = 6)
     check_peer_answers: bool = True  # reject a math answer that most other answers to the same problem contradict
     min_peer_answers: int = 5  # other answered responses a group needs before peers can outvote a response
@@ -255,7 +261,9 @@ def _select_pairs(
         plan.unchecked_reason = "no_related_pairs" if candidates != plan.candidates else "no_checkable_pairs"
 
 
-def _summarize(plan: SamplePlan, probs: np.ndarray, error: str | None, model_name: str) -> dict:
+def _summarize(
+    plan: SamplePlan, probs: np.ndarray, error: str | None, model_name: str, check_antonyms: bool = True
+) -> dict:
     """Reduce one sample's directed scores (shape (units, 2)) to its row of SCORE_COLUMNS."""
     row = dict.fromkeys(SCORE_COLUMNS)
     row["nli_model"] = model_name
@@ -271,6 +279,11 @@ def _summarize(plan: SamplePlan, probs: np.ndarray, error: str | None, model_nam
         return row
 
     pair_probs = probs.min(axis=1)
+    antonym_of = [
+        antonym_contradiction(unit.premise, unit.hypothesis) if check_antonyms else None for unit in plan.units
+    ]
+    # A pair that differs only by an antonym contradicts whatever the model says; see filters.antonyms.
+    pair_probs = np.where([found is not None for found in antonym_of], 1.0, pair_probs)
     best = int(np.argmax(pair_probs))
     unit = plan.units[best]
     candidate = unit.candidate
@@ -293,6 +306,7 @@ def _summarize(plan: SamplePlan, probs: np.ndarray, error: str | None, model_nam
             "pairs_over_cap": plan.pairs_over_cap,
             "unchecked_reason": reason,
             "model": model_name,
+            "antonyms": list(antonym_of[best]) if antonym_of[best] else None,
         }
     )
     return row
@@ -343,7 +357,9 @@ def _score_rows(plans: list[SamplePlan], nli: NliScorer, config: Stage2Config, c
         plan_errors = [e for e in errors[cursor : cursor + count] if e]
         plan_probs = probs[cursor : cursor + count].reshape(-1, 2)
         cursor += count
-        rows.append(_summarize(plan, plan_probs, plan_errors[0] if plan_errors else None, nli.name))
+        rows.append(
+            _summarize(plan, plan_probs, plan_errors[0] if plan_errors else None, nli.name, config.check_antonyms)
+        )
     return rows
 
 

@@ -135,7 +135,6 @@ def test_long_text_n2_pairs_given_clause_with_last_sentence(long_text_results):
 
 
 @needs_model
-@pytest.mark.xfail(strict=True, reason="nli-minilm-l6 scores locked/open on weekends as entailment (P(C) about 0.18-0.33)")
 def test_long_text_n2_flagged_by_real_model(long_text_results):
     _, rejected = long_text_results
     assert rejected["n2"]["reason"] == "contradiction"
@@ -198,7 +197,6 @@ def test_short_text_keeps_p4_p5(short_text_results):
 
 
 @needs_model
-@pytest.mark.xfail(strict=True, reason="nli-minilm-l6 scores older/younger as entailment (P(C) about 0.14-0.33)")
 def test_short_text_p6_flagged_by_real_model(short_text_results):
     _, rejected = short_text_results
     assert "p6" in rejected
