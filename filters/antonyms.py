@@ -15,7 +15,7 @@ that a word list can decide with high precision:
   "open on weekdays" and "closed on Sundays" are not paired;
 - neither sentence is negated, because "not open" and "locked" agree.
 
-The list holds everyday antonyms only. Words that math solutions use for parallel statements
+The list contains everyday antonyms only. Words that math solutions use for parallel statements
 are left out: even and odd, positive and negative, superlatives ("the largest value is 1", "the
 smallest value is -1/2") and bounds ("bounded above by 2", "bounded below by 2"). On the dev
 problems of champ-dataset, those words flagged one correct solution and two that had errors

@@ -13,10 +13,11 @@ when anything around it could change its meaning:
   command (``P(1) = 2``, ``a_4 = 7``, ``5! = 120``, ``2\\sqrt{3} = ...``);
 - the left side is a bare number after other text (``half of 10 = 5``, ``3乘以4=12``), or a side
   is next to an operator word such as "times", "of", "mod" or "remainder";
-- the chain contains ``==`` or an ellipsis (after ``<=``, ``>=`` or ``!=`` only the part past the
-  operator is read as a chain), or its line mentions a
-  modulus, congruence, number base or clock (``5^5 = 5 * 3^2 (mod 11)``, ``1 + 1 = 10 in binary``,
-  ``11 + 2 = 1 pm``), or a word that marks the claim as hedged or refuted ("if", "wrong", "not");
+- the chain contains ``==`` or an ellipsis. After ``<=``, ``>=`` or ``!=``, only the part past the
+  operator is read as a chain;
+- the line mentions a modulus, congruence, number base or clock (``5^5 = 5 * 3^2 (mod 11)``,
+  ``1 + 1 = 10 in binary``, ``11 + 2 = 1 pm``), or a word that marks the claim as hedged or
+  refuted ("if", "wrong", "not");
 - a chain is followed by a question mark, or a side touches a time or a decimal comma
   (``10:30 + 2 = 12:30``, ``2,5 * 4 = 10``), a compact range or id (``pages 10-20 = 11``,
   ``555-1234``, ``2024/1/1``), a mixed number (``2\\frac{1}{2}``) or an implicit product after a
@@ -40,6 +41,7 @@ import ast
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from filters.math_check import UnsupportedExpression, evaluate_arithmetic, format_number, normalize_math_text
 from filters.segment import strip_code_blocks
@@ -66,12 +68,12 @@ _MODULAR = re.compile(
     r"|\bbase\b|\bbinary\b|\boctal\b|\bhex(?:adecimal)?\b|\bZ_|\\mathbb\s*\{?Z|ℤ|\bGF\s*\("
     r"|\bclock\b|o'clock|\d\s*[ap]\.?m\b|\bXOR\b|\bboolean\b"
 )
-# A false chain on a line with one of these words is quoted, supposed or refuted, not claimed.
 # The start of a line that takes back the line before it.
 _RETRACTION = re.compile(
     r"(?i)\s*(?:[-*>]\s*)?(?:wait|oops|hmm|actually|correction|no,|sorry|let me (?:re|double)|that(?:'s| is) (?:wrong|not))"
     r"|\s*(?:不对|等等|更正)"
 )
+# A false chain on a line with one of these words is quoted, supposed or refuted, not claimed.
 _HEDGED = re.compile(
     r"(?i)\b(?:if|suppose[sd]?|assume[sd]?|wrong|incorrect|false|mistakes?|errors?|not|isn't|claim(?:s|ed)?"
     r"|wait|oops|typo|instead|wrote|writes|says?|said)\b|n't\b|[≠✗✘❌✕✖]"
@@ -127,7 +129,7 @@ def _rewrite_latex(text: str) -> str:
 
 
 def _is_boundary(char: str) -> bool:
-    """True for the start or end of text, whitespace, sentence punctuation and CJK characters."""
+    """Tell whether a character ends a word: empty (text start or end), whitespace, ``,;:`` or CJK."""
     return not char or char.isspace() or char in ",;:" or bool(_CJK.match(char))
 
 
@@ -154,7 +156,9 @@ def _with_products(side: str) -> str:
     return re.sub(r"\)\s*(?=\d)", ")*", side)
 
 
+@lru_cache(maxsize=4096)
 def _value(side: str) -> Fraction | None:
+    """Evaluate one side exactly, or return None when it is disputed or not plain arithmetic."""
     if _is_disputed(side):
         return None
     try:
@@ -315,6 +319,10 @@ def _check_chain(text: str, start: int, end: int) -> ArithmeticClaim | None:
     return None
 
 
+def _undot(side: str) -> str:
+    return _DOTTED_THOUSANDS.sub(lambda match: match.group(0).replace(".", ""), side)
+
+
 def _is_false_pair(left_text: str, right_text: str, right: Fraction | None) -> bool:
     """Tell whether ``left_text = right_text`` is a computation that is false in every reading of its numbers."""
     left = _value(left_text) if left_text != "" else None
@@ -326,7 +334,7 @@ def _is_false_pair(left_text: str, right_text: str, right: Fraction | None) -> b
         return False
     # "1.000 + 500 = 1.500": the dots may separate thousands, as in German or Indonesian.
     if _DOTTED_THOUSANDS.search(left_text) or _DOTTED_THOUSANDS.search(right_text):
-        left_text, right_text = (_DOTTED_THOUSANDS.sub(lambda m: m.group(0).replace(".", ""), side) for side in (left_text, right_text))
+        left_text, right_text = _undot(left_text), _undot(right_text)
         left, right = _value(left_text), _value(right_text)
         if left is None or right is None or _close(left, right, left_text, right_text):
             return False

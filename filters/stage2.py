@@ -282,7 +282,7 @@ def _summarize(
     antonym_of = [
         antonym_contradiction(unit.premise, unit.hypothesis) if check_antonyms else None for unit in plan.units
     ]
-    # A pair that differs only by an antonym contradicts whatever the model says; see filters.antonyms.
+    # A pair that differs only by an antonym is a contradiction whatever the model scores (filters.antonyms).
     pair_probs = np.where([found is not None for found in antonym_of], 1.0, pair_probs)
     best = int(np.argmax(pair_probs))
     unit = plan.units[best]

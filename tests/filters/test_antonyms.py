@@ -17,7 +17,7 @@ from filters.antonyms import antonym_contradiction
         ("The parcel is full.", "So the parcel is empty.", ("full", "empty")),
     ],
 )
-def test_antonym_swap_about_one_subject_is_a_contradiction(premise, hypothesis, pair):
+def test_antonym_swap_contradicts(premise, hypothesis, pair):
     assert antonym_contradiction(premise, hypothesis) == pair
 
 

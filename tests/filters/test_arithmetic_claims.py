@@ -102,7 +102,7 @@ def test_false_computation_is_found(text, left, right):
         "2 + 3 = 6 ✗",
     ],
 )
-def test_correct_or_ambiguous_computation_is_not_flagged(text):
+def test_correct_or_ambiguous_not_flagged(text):
     assert find_false_arithmetic(text) == []
 
 
@@ -143,14 +143,14 @@ def test_hostile_input_returns_quickly():
         "所以3×4=13。\n不对，3×4=12。",
     ],
 )
-def test_claim_taken_back_on_the_next_line_is_not_flagged(text):
+def test_retracted_claim_not_flagged(text):
     assert find_false_arithmetic(text) == []
 
 
-def test_claim_followed_by_an_unrelated_line_is_flagged():
+def test_unretracted_claim_flagged():
     assert len(find_false_arithmetic("17 + 25 = 43.\nWe carry on with the next step.")) == 1
 
 
 @pytest.mark.parametrize("text", ["3/6 = 50 %.", "1/4 = 25 ‰", "90 + 90 = 180 °"])
-def test_percent_after_a_space_is_not_read_as_a_plain_number(text):
+def test_spaced_percent_not_flagged(text):
     assert find_false_arithmetic(text) == []

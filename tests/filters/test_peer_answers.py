@@ -28,12 +28,12 @@ def test_final_answer_key(text, expected):
     assert display_answer(final_answer_key(text)) == expected
 
 
-def test_equal_numbers_in_different_forms_share_a_key():
+def test_equal_numbers_share_key():
     assert final_answer_key("#### 0.5") == final_answer_key(r"\boxed{1/2}")
     assert final_answer_key("#### 1,000") == final_answer_key("Thus the total is 1000.")
 
 
-def test_group_key_prefers_group_id_and_normalizes_prompts():
+def test_group_key_prefers_group_id():
     assert group_key("P_1", "anything") == "group:P_1"
     assert group_key(None, "What is  2+2?") == group_key(None, "what is 2+2?")
     assert group_key(None, "What is 2+2?") != group_key(None, "What is 2+3?")
@@ -46,7 +46,7 @@ def test_minority_answer_is_flagged_with_evidence():
     assert found[5] == {"answer": "8", "majority_answer": "7", "majority_share": 1.0, "peers": 5}
 
 
-def test_too_few_peers_or_no_clear_majority_flags_nothing():
+def test_weak_majority_flags_nothing():
     assert peer_disagreements(["a", "a", "a", "b"], ["g"] * 4) == [None] * 4  # 3 peers < 5
     split = ["a", "a", "b", "b", "c", "c", "d"]
     assert peer_disagreements(split, ["g"] * 7) == [None] * 7  # no answer reaches half of the peers
@@ -67,7 +67,7 @@ def test_extra_peers_vote_but_are_not_checked():
     assert (found[0]["majority_answer"], found[0]["peers"]) == ("a", 6)
 
 
-def test_invalid_settings_are_rejected_with_the_fix():
+def test_invalid_settings_rejected():
     with pytest.raises(ValueError, match="min_majority"):
         peer_disagreements(["a"], ["g"], min_majority=0)
     with pytest.raises(ValueError, match="one group per answer"):
@@ -83,7 +83,7 @@ def test_tied_group_flags_nobody():
     "minority",
     [r"\boxed{\dfrac12}", "The answer is 50%.", r"\boxed{6.28}", "#### 1 1/2", "The answer is 1.000 euros.", "#### 2,5"],
 )
-def test_other_spelling_of_majority_is_not_flagged(minority):
+def test_majority_spelling_not_flagged(minority):
     majority = {
         r"\boxed{\dfrac12}": "#### 0.5",
         "The answer is 50%.": "#### 0.5",
@@ -101,11 +101,11 @@ def test_choice_letters_are_compared():
     assert peer_disagreements(answers, ["g"] * 6)[-1]["majority_answer"] == "b"
 
 
-def test_many_answer_markers_give_no_answer_quickly():
+def test_many_markers_give_no_answer():
     assert final_answer_key("The answer is 5. " * 100_000) is None
     assert final_answer_key("\\boxed{" * 100_000 + "1" + "}" * 100_000) is None
 
 
-def test_choice_letter_and_number_do_not_outvote_each_other():
+def test_choice_and_number_never_outvote():
     found = peer_disagreements(["choice:b"], ["g"], extra_answers=["number:5/1"] * 6, extra_groups=["g"] * 6)
     assert found == [None]

@@ -29,7 +29,7 @@ def reasons(result, samples) -> dict[str, str]:
     return {origin[row["sample_id"]]: (row["reason"], row["filter"]) for row in result.rejected.to_dicts()}
 
 
-def test_false_arithmetic_is_rejected_with_the_claim_as_detail():
+def test_false_arithmetic_rejected_with_claim():
     samples = make_rows([("bad", "We add them: 17 + 25 = 43.\n#### 43", "p", "math"), ("ok", "17 + 25 = 42.\n#### 42", "q", "math")])
     result = run_stage2(samples, Stage2Config(), WordScorer(default=0.0), None)
     assert reasons(result, samples) == {"bad": ("false_arithmetic", "arithmetic_claims")}
@@ -44,7 +44,7 @@ def test_code_samples_are_not_read_as_arithmetic():
     assert result.rejected.height == 0
 
 
-def test_outvoted_answer_is_rejected_and_the_majority_kept():
+def test_outvoted_answer_rejected():
     rows = [(f"m{i}", f"Adding gives 42.\n#### 42", "p", "math") for i in range(5)]
     rows.append(("odd", "Adding gives 41.\n#### 41", "p", "math"))
     samples = make_rows(rows)
@@ -52,10 +52,11 @@ def test_outvoted_answer_is_rejected_and_the_majority_kept():
     assert reasons(result, samples) == {"odd": ("peer_disagreement", "peer_answers")}
     row = result.rejected.row(0, named=True)
     assert json.loads(row["detail"]) == {"answer": "41", "majority_answer": "42", "majority_share": 1.0, "peers": 5}
-    assert row["score"] == pytest.approx(1.0) and row["threshold"] == pytest.approx(0.5)
+    assert row["score"] == pytest.approx(1.0)
+    assert row["threshold"] == pytest.approx(0.5)
 
 
-def test_peers_passed_separately_vote_without_being_returned():
+def test_extra_peers_vote_only():
     samples = make_rows([("odd", "#### 41", "p", "math")])
     peers = make_rows([(f"m{i}", "#### 42", "p", "math") for i in range(6)])
     result = run_stage2(samples, Stage2Config(), WordScorer(default=0.0), None, peers=peers)
@@ -63,7 +64,7 @@ def test_peers_passed_separately_vote_without_being_returned():
     assert result.rows_in == 1
 
 
-def test_checks_can_be_switched_off_without_rescoring():
+def test_checks_switch_off_without_rescoring():
     rows = [(f"m{i}", "#### 42", "p", "math") for i in range(5)] + [("odd", "So 1 + 1 = 3.\n#### 3", "p", "math")]
     samples = make_rows(rows)
     scored = score_stage2(samples, Stage2Config(), WordScorer(default=0.0), None)
@@ -93,7 +94,7 @@ def test_invalid_peer_settings_name_the_fix():
         Stage2Config(min_peer_answers=0)
 
 
-def test_chat_replies_to_one_prompt_are_not_outvoted():
+def test_chat_replies_never_outvoted():
     rows = [(f"m{i}", "So I am 25 years old.", "p", "chat") for i in range(5)] + [("odd", "So I am 30 years old.", "p", "chat")]
     samples = make_rows(rows)
     result = run_stage2(samples, Stage2Config(), WordScorer(default=0.0), None)
@@ -104,7 +105,7 @@ def with_meta(samples: pl.DataFrame, meta: list[dict]) -> pl.DataFrame:
     return samples.with_columns(pl.Series("meta", [json.dumps(m) for m in meta], dtype=pl.String))
 
 
-def test_shared_problem_id_with_different_prompts_is_not_one_question():
+def test_shared_problem_id_not_grouped():
     """GSM-Symbolic variants of one template share a problem_id but not their numbers."""
     rows = [(f"v{i}", "#### 42", f"p{i}", "math") for i in range(5)] + [("odd", "#### 41", "p9", "math")]
     samples = with_meta(make_rows(rows), [{"problem_id": "template-7"}] * 6)
@@ -112,7 +113,7 @@ def test_shared_problem_id_with_different_prompts_is_not_one_question():
     assert result.rejected.height == 0
 
 
-def test_answer_group_in_meta_joins_different_prompts():
+def test_answer_group_joins_prompts():
     rows = [(f"v{i}", "#### 42", f"p{i}", "math") for i in range(5)] + [("odd", "#### 41", "p9", "math")]
     samples = with_meta(make_rows(rows), [{"answer_group": "P_1"}] * 6)
     result = run_stage2(samples, Stage2Config(), WordScorer(default=0.0), None)
