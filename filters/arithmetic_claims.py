@@ -29,9 +29,9 @@ A claimed decimal may be rounded or truncated to its own number of decimals (``1
 claimed integer may be the floor, ceiling or rounding of a fraction (``25 / 4 = 6`` buses). Every
 decimal operand may itself be rounded by half a unit in its last digit (``0.33 + 0.33 = 0.67``,
 ``6.02 * 10^23 * 2 = 1.20 * 10^24``). A chain that opens a line is read both with and
-without a leading list label (``(2)5*6 = 30``, ``3.4+4=8`` for item 3, ``- 2 + 2 = 4``), and a
-chain with ``1.000``-style numbers both with dots as decimal points and as thousands separators;
-it is reported only when every reading is false.
+without a leading list label (``(2)5*6 = 30``, ``3.4+4=8`` for item 3, ``- 2 + 2 = 4``). A chain
+with ``1.000``-style numbers is read with the dots both as decimal points and as thousands
+separators. A chain is reported only when every reading is false.
 Fenced code blocks are not read. Full-width digits and signs are normalized first, superscript
 digits become exponents (``10³``), and CJK characters count as word boundaries, so Chinese text
 is checked like English.
